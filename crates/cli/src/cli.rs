@@ -1,0 +1,34 @@
+//! Command-line grammar (clap derive). Each command group lives in `cmd/<group>.rs`;
+//! this file only names them so `--help` reads as one table of contents.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Serverless functions on IPFS, run by independent providers, paid in USDC.
+#[derive(Debug, Parser)]
+#[command(name = "khachapuri", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Directory holding config, profiles, keys and local data.
+    #[arg(long, global = true, env = "KHACHAPURI_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// More logging on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No progress bars or status lines on stderr (data on stdout is unchanged).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands, in the order a newcomer meets them.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Endpoints, chain and contracts of the active profile.
+    Info(crate::cmd::info::InfoArgs),
+}

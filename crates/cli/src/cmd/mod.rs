@@ -1,0 +1,15 @@
+//! Command implementations, one module per command group.
+
+pub mod info;
+
+use crate::cli::{Cli, Command};
+use crate::home::Home;
+use crate::output::Printer;
+
+/// Dispatches a parsed command line.
+pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
+    let home = Home::resolve(cli.home.as_deref())?;
+    match cli.command {
+        Command::Info(args) => info::run(args, &home, printer).await,
+    }
+}

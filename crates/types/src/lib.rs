@@ -1,0 +1,4 @@
+//! Wire types shared by every Khachapuri component.
+//!
+//! This crate does no I/O so that the store, the runtime, the chain layer and the CLI
+//! can all agree on encodings without depending on each other.
