@@ -29,6 +29,26 @@ pub struct Cli {
 /// Top-level commands, in the order a newcomer meets them.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a local network (store, provider `dev`) and make it the active profile.
+    Dev(crate::cmd::dev::DevArgs),
     /// Endpoints, chain and contracts of the active profile.
     Info(crate::cmd::info::InfoArgs),
+    /// Create a new function folder from a template.
+    Init(crate::cmd::init::InitArgs),
+    /// Build the function in a folder (runs the manifest's build command).
+    Build(crate::cmd::build::BuildArgs),
+    /// Publish a function and print its callable CID.
+    Deploy(crate::cmd::deploy::DeployArgs),
+    /// Call a function over HTTP; the body goes to stdout, like curl.
+    Call(crate::cmd::call::CallArgs),
+    /// Run and manage a provider node.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+}
+
+/// `khachapuri provider …`
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Run a provider node until Ctrl-C.
+    Run(crate::cmd::provider_run::RunArgs),
 }

@@ -4,7 +4,9 @@
 mod cli;
 mod cmd;
 mod home;
+mod manifest;
 mod output;
+mod signal;
 
 use std::process::ExitCode;
 

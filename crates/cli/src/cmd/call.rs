@@ -1,0 +1,167 @@
+//! `khachapuri call`: curl for functions. The body goes to stdout untouched so output
+//! can be piped; `-i` adds the status line and headers first.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::home::{Home, Profile};
+use crate::output::{hint, Printer};
+
+/// Arguments of `call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Callable CID (sent to the profile's provider) or a full URL.
+    pub target: String,
+    /// Path after the CID, e.g. `/users/7?x=1`.
+    pub path: Option<String>,
+    /// HTTP method (default GET, or POST when a body is given, like curl).
+    #[arg(short = 'X', long = "request")]
+    pub method: Option<String>,
+    /// Extra request header, `K: V` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "K: V")]
+    pub headers: Vec<String>,
+    /// Request body; `@FILE` reads a file, `@-` reads stdin.
+    #[arg(short = 'd', long = "data", value_name = "DATA|@FILE")]
+    pub data: Option<String>,
+    /// Print the status line and response headers before the body.
+    #[arg(short = 'i', long = "include")]
+    pub include: bool,
+    /// Provider (by profile name) to call instead of the profile's first one.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+/// Sends the request and streams the answer to stdout.
+pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
+    let profile = home.active_profile()?;
+    let url = target_url(&args.target, args.path.as_deref(), args.provider.as_deref(), &profile)?;
+    let body = match args.data.as_deref() {
+        None => None,
+        Some(d) => Some(read_data(d).await?),
+    };
+    let method_name = match (&args.method, &body) {
+        (Some(m), _) => m.to_uppercase(),
+        (None, Some(_)) => "POST".to_string(),
+        (None, None) => "GET".to_string(),
+    };
+    let method = reqwest::Method::from_bytes(method_name.as_bytes())
+        .map_err(|_| hint(format!("{method_name:?} is not an HTTP method"), "use e.g. -X POST"))?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(args.timeout))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut req = client.request(method, &url);
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| hint(format!("header {h:?} has no ':'"), "write headers as -H 'Name: value'"))?;
+        req = req.header(k.trim(), v.trim());
+    }
+    if let Some(body) = body {
+        req = req.body(body);
+    }
+    tracing::debug!(%url, "calling");
+    let resp = req.send().await.map_err(|e| {
+        hint(
+            format!("cannot reach {url}: {e}"),
+            "is the provider running? `khachapuri dev` starts a local one; `khachapuri info` shows the endpoints",
+        )
+    })?;
+    let status = resp.status();
+    if args.include {
+        let mut head = format!("{:?} {}\r\n", resp.version(), status);
+        for (k, v) in resp.headers() {
+            head.push_str(&format!("{}: {}\r\n", k, String::from_utf8_lossy(v.as_bytes())));
+        }
+        head.push_str("\r\n");
+        printer.bytes(head.as_bytes())?;
+    }
+    let mut resp = resp;
+    while let Some(chunk) = resp.chunk().await.context("the response was cut off")? {
+        printer.bytes(&chunk)?;
+    }
+    if !status.is_success() {
+        anyhow::bail!("the provider answered {status}");
+    }
+    Ok(())
+}
+
+/// Resolves `CID|URL [PATH]` to the URL to request.
+fn target_url(
+    target: &str,
+    path: Option<&str>,
+    provider: Option<&str>,
+    profile: &Profile,
+) -> anyhow::Result<String> {
+    let base = if target.starts_with("http://") || target.starts_with("https://") {
+        target.trim_end_matches('/').to_string()
+    } else {
+        let entry = match provider {
+            Some(name) => profile.providers.iter().find(|p| p.name == name).ok_or_else(|| {
+                hint(
+                    format!("no provider named {name:?} in the active profile"),
+                    "`khachapuri info` lists the known providers",
+                )
+            })?,
+            None => profile.providers.first().ok_or_else(|| {
+                hint(
+                    "no provider to call: the active profile lists none",
+                    "start a local network with `khachapuri dev`, or pass a full URL",
+                )
+            })?,
+        };
+        format!("{}/{}", entry.url.trim_end_matches('/'), target)
+    };
+    Ok(match path {
+        None => base,
+        Some(p) if p.starts_with('/') || p.starts_with('?') => format!("{base}{p}"),
+        Some(p) => format!("{base}/{p}"),
+    })
+}
+
+async fn read_data(d: &str) -> anyhow::Result<Vec<u8>> {
+    match d.strip_prefix('@') {
+        Some("-") => {
+            use tokio::io::AsyncReadExt;
+            let mut buf = Vec::new();
+            tokio::io::stdin().read_to_end(&mut buf).await.context("cannot read stdin")?;
+            Ok(buf)
+        }
+        Some(file) => tokio::fs::read(file)
+            .await
+            .with_context(|| format!("cannot read request body from {file}")),
+        None => Ok(d.as_bytes().to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::ProviderEntry;
+
+    #[test]
+    fn resolves_targets() {
+        let mut p = Profile::default();
+        assert!(target_url("bafy", None, None, &p).is_err());
+        p.providers.push(ProviderEntry {
+            name: "dev".into(),
+            url: "http://127.0.0.1:8080/".into(),
+            address: None,
+        });
+        assert_eq!(target_url("bafy", None, None, &p).expect("url"), "http://127.0.0.1:8080/bafy");
+        assert_eq!(
+            target_url("bafy", Some("a/b?x=1"), Some("dev"), &p).expect("url"),
+            "http://127.0.0.1:8080/bafy/a/b?x=1"
+        );
+        assert_eq!(
+            target_url("http://h:1/c/", Some("/p"), None, &p).expect("url"),
+            "http://h:1/c/p"
+        );
+        assert!(target_url("bafy", None, Some("nope"), &p).is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! `khachapuri provider run`: a provider node from the home's `provider.toml`.
+//!
+//! Configuration resolves once: defaults → `HOME/provider.toml` → `KHACHAPURI_PROVIDER_*`
+//! env → flags, then is validated before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use khachapuri_provider::NodeConfig;
+
+use crate::home::Home;
+use crate::output::{hint, Printer};
+use crate::signal;
+
+/// Arguments of `provider run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config file (default: HOME/provider.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen address (overrides the file and KHACHAPURI_PROVIDER_LISTEN).
+    #[arg(long, env = "KHACHAPURI_PROVIDER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Trustless gateway to read content from (repeatable; overrides the file).
+    #[arg(long = "gateway", value_name = "URL")]
+    pub gateways: Vec<String>,
+    /// Serve calls free of charge.
+    #[arg(long)]
+    pub free: bool,
+    /// Maximum concurrent instances.
+    #[arg(long, env = "KHACHAPURI_PROVIDER_MAX_INSTANCES")]
+    pub max_instances: Option<usize>,
+}
+
+/// Resolves the configuration, starts the node and serves until Ctrl-C/SIGTERM.
+pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
+    let config = resolve(&args, home)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            hint(
+                format!("cannot listen on {}: {e}", config.listen),
+                "pick another address with --listen",
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let free = config.free;
+    let node = khachapuri_provider::Node::new(config, Box::new(khachapuri_provider::Free))
+        .context("cannot start the provider")?;
+    if !free {
+        printer.status("note: paid calls are not wired yet; serving calls free of charge");
+    }
+    printer.data(format!("http://{addr}"));
+    printer.status(format!("provider listening on http://{addr}; Ctrl-C stops it"));
+    khachapuri_provider::serve(listener, Arc::new(node), signal::terminated())
+        .await
+        .context("the provider server failed")?;
+    printer.status("provider stopped");
+    Ok(())
+}
+
+/// Defaults → file → env/flags.
+fn resolve(args: &RunArgs, home: &Home) -> anyhow::Result<NodeConfig> {
+    let default_file = home.root().join("provider.toml");
+    let file = args.config.clone().or_else(|| default_file.is_file().then_some(default_file));
+    let mut config = match &file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{} is not a valid provider config", path.display()))?
+        }
+        None => NodeConfig {
+            data_dir: home.root().join("provider"),
+            gateways: home.active_profile()?.gateways,
+            ..NodeConfig::default()
+        },
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if !args.gateways.is_empty() {
+        config.gateways = args.gateways.clone();
+    }
+    if args.free {
+        config.free = true;
+    }
+    if let Some(n) = args.max_instances {
+        config.max_instances = n;
+    }
+    if config.data_dir.is_relative() {
+        config.data_dir = home.root().join(&config.data_dir);
+    }
+    config.validate().map_err(|e| hint(e.to_string(), "fix the provider config and try again"))?;
+    Ok(config)
+}

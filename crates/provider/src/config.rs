@@ -1,0 +1,134 @@
+//! The provider node's typed configuration, resolved once by the CLI
+//! (defaults → file → env → flags) and validated before anything binds a port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ProviderError;
+
+/// Everything the node needs; every field says why it exists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where to listen; loopback by default so a fresh node is not exposed by accident.
+    pub listen: SocketAddr,
+    /// Registry name, shown at `/.well-known/khachapuri`.
+    pub name: String,
+    /// Operator address (0x-hex) once a wallet is configured; specs sealed to another
+    /// address are refused.
+    pub address: Option<String>,
+    /// Blocks fetched from gateways and compiled code live here.
+    pub data_dir: PathBuf,
+    /// Trustless gateways to fetch specs and artifacts from, after the local store.
+    pub gateways: Vec<String>,
+    /// Serve every call without payment (dev `--free`, or a free public provider).
+    pub free: bool,
+    /// Concurrent guest instances; beyond it callers get 503 + Retry-After.
+    pub max_instances: usize,
+    /// Cap on a spec's requested timeout, and the default when it asks none.
+    pub max_timeout_ms: u64,
+    /// Default timeout when the spec asks none.
+    pub default_timeout_ms: u64,
+    /// Cap on linear memory per instance (MiB).
+    pub max_memory_mb: u64,
+    /// Default memory when the spec asks none (MiB).
+    pub default_memory_mb: u64,
+    /// Cap on request bodies (bytes); larger gets 413.
+    pub max_request_bytes: u64,
+    /// Cap on response bodies (bytes); larger is a guest fault.
+    pub max_response_bytes: u64,
+    /// Cap on an artifact or envelope fetched by CID (bytes).
+    pub max_artifact_bytes: u64,
+    /// Timeout of each fetch from a gateway.
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            name: "local".into(),
+            address: None,
+            data_dir: PathBuf::from("provider"),
+            gateways: Vec::new(),
+            free: false,
+            max_instances: 64,
+            max_timeout_ms: 60_000,
+            default_timeout_ms: 10_000,
+            max_memory_mb: 512,
+            default_memory_mb: 128,
+            max_request_bytes: 10 * 1024 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
+            max_artifact_bytes: 256 * 1024 * 1024,
+            fetch_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Rejects configurations that would only fail later, before any port is bound.
+    pub fn validate(&self) -> Result<(), ProviderError> {
+        let bad = |m: &str| Err(ProviderError::Config(m.to_string()));
+        if self.max_instances == 0 {
+            return bad("max_instances must be at least 1");
+        }
+        if self.default_timeout_ms == 0 || self.default_timeout_ms > self.max_timeout_ms {
+            return bad("default_timeout_ms must be between 1 and max_timeout_ms");
+        }
+        if self.default_memory_mb == 0 || self.default_memory_mb > self.max_memory_mb {
+            return bad("default_memory_mb must be between 1 and max_memory_mb");
+        }
+        if self.max_memory_mb > 4096 {
+            return bad("max_memory_mb cannot exceed 4096 (32-bit linear memory)");
+        }
+        for g in &self.gateways {
+            if !(g.starts_with("http://") || g.starts_with("https://")) {
+                return Err(ProviderError::Config(format!(
+                    "gateway {g:?} must be an http:// or https:// URL"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetch timeout as a duration.
+    pub fn fetch_timeout(&self) -> Duration {
+        Duration::from_millis(self.fetch_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_loopback() {
+        let c = NodeConfig::default();
+        c.validate().expect("valid");
+        assert!(c.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn catches_bad_values() {
+        let c = NodeConfig {
+            max_instances: 0,
+            ..NodeConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = NodeConfig {
+            gateways: vec!["ftp://x".into()],
+            ..NodeConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = NodeConfig {
+            default_timeout_ms: 120_000,
+            ..NodeConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let parsed: Result<NodeConfig, _> = toml::from_str("listen = \"127.0.0.1:0\"\nbogus = 1");
+        assert!(parsed.is_err(), "unknown keys are refused");
+    }
+}

@@ -1,0 +1,112 @@
+//! HTTP surface of the node (axum): function calls, health, metrics, discovery and the
+//! trustless gateway. Servers take a bound listener and a shutdown future so tests can
+//! bind `127.0.0.1:0` and stop them deterministically.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::node::Node;
+use crate::ProviderError;
+
+/// Builds the router of a node.
+pub fn router(node: Arc<Node>) -> Router {
+    let ipfs = khachapuri_store::gateway_router(node.store.clone());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/.well-known/khachapuri", get(well_known))
+        .route("/{cid}", any(call_root))
+        .route("/{cid}/", any(call_root))
+        .route("/{cid}/{*rest}", any(call_rest))
+        .with_state(node)
+        .merge(ipfs)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let rt = node.runtime_metrics();
+    let extra = rt.as_counters();
+    let extra: Vec<(&str, &str, u64)> = extra.iter().map(|(n, h, v)| (*n, *h, *v)).collect();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics.render(&extra),
+    )
+        .into_response()
+}
+
+async fn well_known(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let c = node.config();
+    Json(json!({
+        "name": c.name,
+        "address": c.address,
+        "version": env!("CARGO_PKG_VERSION"),
+        "free": node.admission.is_free(),
+        "runtimes": ["wasi-http", "wagi"],
+        "limits": {
+            "max_timeout_ms": c.max_timeout_ms,
+            "default_timeout_ms": c.default_timeout_ms,
+            "max_memory_mb": c.max_memory_mb,
+            "default_memory_mb": c.default_memory_mb,
+            "max_request_bytes": c.max_request_bytes,
+            "max_response_bytes": c.max_response_bytes,
+        },
+        "capacity": {
+            "max_instances": c.max_instances,
+            "available": node.runtime.available_slots(),
+        },
+    }))
+}
+
+async fn call_root(
+    State(node): State<Arc<Node>>,
+    Path(cid): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    answer(node.call(&cid, "/", req).await)
+}
+
+async fn call_rest(
+    State(node): State<Arc<Node>>,
+    Path((cid, rest)): Path<(String, String)>,
+    req: Request<Body>,
+) -> Response {
+    let path = format!("/{rest}");
+    answer(node.call(&cid, &path, req).await)
+}
+
+fn answer(result: Result<Response<Body>, ProviderError>) -> Response {
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.status() == StatusCode::INTERNAL_SERVER_ERROR {
+                tracing::warn!(error = %e, "call failed");
+            } else {
+                tracing::debug!(error = %e, "call refused");
+            }
+            e.into_response()
+        }
+    }
+}

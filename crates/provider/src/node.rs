@@ -1,0 +1,270 @@
+//! The node's shared state and the request pipeline:
+//! CID → envelope → spec → artifact → prepared code → admission → run → charge.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response};
+use bytes::Bytes;
+use khachapuri_runtime::{CallOptions, GuestKind, Limits, Prepared, Runtime, RuntimeConfig};
+use khachapuri_store::{Fetcher, Store};
+use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
+use tokio::sync::OnceCell;
+use tracing::Instrument;
+
+use crate::admission::{Admission, Usage};
+use crate::metrics::Metrics;
+use crate::{NodeConfig, ProviderError};
+
+/// Header carrying the cost of a call, once payment is on.
+pub const RECEIPT_HEADER: &str = "khachapuri-receipt";
+
+/// Specs kept in memory at most; past it the cache starts over (specs are small and
+/// re-fetched from the local block cache, so a crude bound is enough).
+const MAX_CACHED_DEPLOYMENTS: usize = 10_000;
+
+/// A deployment ready to serve: its spec (decrypted, in memory only) and prepared code.
+#[derive(Debug)]
+pub struct Deployment {
+    /// The spec as published.
+    pub spec: Spec,
+    /// Env vars in the order the guest sees them.
+    pub env: Vec<(String, String)>,
+    /// Compiled, pre-instantiated code.
+    pub prepared: Prepared,
+    /// Limits after the provider's caps.
+    pub limits: Limits,
+}
+
+/// Shared state of a running provider node.
+pub struct Node {
+    /// Validated configuration.
+    pub(crate) config: NodeConfig,
+    /// Local blocks (the provider's cache and its `/ipfs` gateway).
+    pub(crate) store: Store,
+    /// Reads content by CID: local store first, then the configured gateways.
+    fetcher: Fetcher,
+    /// Runs guests.
+    pub(crate) runtime: Runtime,
+    /// Payment slot.
+    pub(crate) admission: Box<dyn Admission>,
+    /// Callable CID → deployment, filled once per CID even under concurrent first calls.
+    deployments: Mutex<HashMap<String, Arc<OnceCell<Arc<Deployment>>>>>,
+    /// Counters for `/metrics`.
+    pub(crate) metrics: Metrics,
+    /// Provider caps applied to every spec.
+    caps: Limits,
+}
+
+impl Node {
+    /// Opens the data dir, builds the engine and the fetcher. Call before binding.
+    pub fn new(config: NodeConfig, admission: Box<dyn Admission>) -> Result<Self, ProviderError> {
+        config.validate()?;
+        let caps = Limits {
+            timeout: Duration::from_millis(config.max_timeout_ms),
+            memory_bytes: mib(config.max_memory_mb),
+            max_request_bytes: usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
+            max_response_bytes: usize::try_from(config.max_response_bytes).unwrap_or(usize::MAX),
+        };
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(config.data_dir.join("compiled")),
+            max_instances: u32::try_from(config.max_instances).unwrap_or(u32::MAX),
+            max_limits: caps,
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| ProviderError::Config(e.to_string()))?;
+        let store = Store::open(config.data_dir.join("blocks"))
+            .map_err(|e| ProviderError::Config(format!("cannot open the block store: {e}")))?;
+        let fetcher = Fetcher::new(store.clone(), config.gateways.clone(), config.fetch_timeout())
+            .map_err(|e| ProviderError::Config(e.to_string()))?;
+        Ok(Self {
+            config,
+            store,
+            fetcher,
+            runtime,
+            admission,
+            deployments: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            caps,
+        })
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Runs one call of the function behind `cid`, `rest` being the path after it.
+    pub async fn call(
+        &self,
+        cid: &str,
+        rest: &str,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ProviderError> {
+        let span = tracing::info_span!("call", %cid, method = %req.method());
+        async move {
+            let deployment = self.deployment(cid).await?;
+            let ticket = self.admission.admit(&deployment.spec, req.headers())?;
+            let opts = CallOptions {
+                env: &deployment.env,
+                limits: deployment.limits,
+                path: if rest.is_empty() { "/" } else { rest },
+            };
+            Metrics::inc_gauge(&self.metrics.in_flight);
+            let started = Instant::now();
+            let result = self.runtime.handle(&deployment.prepared, req, &opts).await;
+            Metrics::dec_gauge(&self.metrics.in_flight);
+            let resp = match result {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let counter = if e.http_status() == 503 {
+                        &self.metrics.calls_busy
+                    } else {
+                        &self.metrics.calls_faulted
+                    };
+                    Metrics::inc(counter);
+                    return Err(ProviderError::from(e));
+                }
+            };
+            Metrics::inc(&self.metrics.calls_ok);
+            let usage = Usage {
+                millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                bytes_out: resp.body().len() as u64,
+            };
+            let receipt = self.admission.charge(ticket, usage);
+            let mut resp = resp.map(Body::from);
+            if let Some(r) = receipt.and_then(|r| HeaderValue::from_str(&r).ok()) {
+                resp.headers_mut().insert(RECEIPT_HEADER, r);
+            }
+            Ok(resp)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Resolves a callable CID to a ready deployment (cached in memory).
+    pub async fn deployment(&self, cid: &str) -> Result<Arc<Deployment>, ProviderError> {
+        let cell = {
+            let mut map = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(cell) = map.get(cid) {
+                if let Some(d) = cell.get() {
+                    Metrics::inc(&self.metrics.spec_cache_hits);
+                    return Ok(d.clone());
+                }
+                cell.clone()
+            } else {
+                if map.len() >= MAX_CACHED_DEPLOYMENTS {
+                    map.clear();
+                }
+                let cell = Arc::new(OnceCell::new());
+                map.insert(cid.to_string(), cell.clone());
+                cell
+            }
+        };
+        Metrics::inc(&self.metrics.spec_cache_misses);
+        let result = cell.get_or_try_init(|| self.load(cid)).await.cloned();
+        if result.is_err() {
+            let mut map = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(cid).is_some_and(|c| c.get().is_none()) {
+                map.remove(cid);
+            }
+        }
+        result
+    }
+
+    async fn load(&self, cid_text: &str) -> Result<Arc<Deployment>, ProviderError> {
+        let cid: Cid = cid_text
+            .parse()
+            .map_err(|_| ProviderError::BadCid(cid_text.to_string()))?;
+        let envelope_bytes = self.fetch(&cid, 1024 * 1024).await?;
+        let envelope = Envelope::from_slice(&envelope_bytes).map_err(|e| {
+            ProviderError::Spec(format!("{cid} is not a deployment this node can run: {e}"))
+        })?;
+        let spec = self.open(envelope)?;
+        let kind = match spec.runtime {
+            RuntimeKind::WasiHttp => GuestKind::WasiHttp,
+            RuntimeKind::Wagi => GuestKind::Wagi,
+            RuntimeKind::Process => {
+                return Err(ProviderError::Spec(
+                    "this provider does not run `process` deployments".into(),
+                ))
+            }
+        };
+        let artifact: Cid = spec
+            .artifact
+            .parse()
+            .map_err(|_| ProviderError::Spec(format!("artifact {:?} is not a CID", spec.artifact)))?;
+        let prepared = match self.runtime.get(&spec.artifact) {
+            Some(p) => p,
+            None => match self.runtime.load_cached(&spec.artifact, kind).await {
+                Ok(Some(p)) => p,
+                _ => {
+                    let wasm = self.fetch(&artifact, self.config.max_artifact_bytes).await?;
+                    self.runtime.prepare(&spec.artifact, kind, wasm).await?
+                }
+            },
+        };
+        let limits = self.limits_for(&spec);
+        let env = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        tracing::info!(artifact = %artifact, runtime = %spec.runtime, "deployment ready");
+        Ok(Arc::new(Deployment {
+            spec,
+            env,
+            prepared,
+            limits,
+        }))
+    }
+
+    /// Opens an envelope: public specs as they are; sealed ones are not supported yet.
+    fn open(&self, envelope: Envelope) -> Result<Spec, ProviderError> {
+        match envelope {
+            Envelope::Public { spec } => {
+                if spec.provider.is_some() {
+                    return Err(ProviderError::Forbidden(
+                        "a public spec must not name a provider".into(),
+                    ));
+                }
+                Ok(spec)
+            }
+            Envelope::Sealed { provider, .. } => Err(ProviderError::Forbidden(format!(
+                "this deployment is sealed to provider {provider}; this node serves public deployments only"
+            ))),
+        }
+    }
+
+    fn limits_for(&self, spec: &Spec) -> Limits {
+        let asked = Limits {
+            timeout: Duration::from_millis(
+                spec.limits.timeout_ms.unwrap_or(self.config.default_timeout_ms),
+            ),
+            memory_bytes: mib(spec.limits.memory_mb.unwrap_or(self.config.default_memory_mb)),
+            max_request_bytes: spec
+                .limits
+                .max_request_bytes
+                .map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX)),
+            max_response_bytes: spec
+                .limits
+                .max_response_bytes
+                .map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX)),
+        };
+        asked.capped_by(&self.caps)
+    }
+
+    async fn fetch(&self, cid: &Cid, max: u64) -> Result<Bytes, ProviderError> {
+        self.fetcher
+            .get_file(cid, max)
+            .await
+            .map_err(|e| ProviderError::from_store(cid, e))
+    }
+
+    /// Runtime counters for `/metrics`.
+    pub(crate) fn runtime_metrics(&self) -> khachapuri_runtime::MetricsSnapshot {
+        self.runtime.metrics()
+    }
+}
+
+fn mib(m: u64) -> usize {
+    usize::try_from(m.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+}
