@@ -3,8 +3,11 @@
 //! This crate does no I/O so that the store, the runtime, the chain layer and the CLI
 //! can all agree on encodings without depending on each other.
 
+mod cid;
 mod error;
+pub mod multibase;
 mod spec;
 
+pub use cid::{Cid, DAG_PB, RAW, SHA2_256};
 pub use error::TypesError;
 pub use spec::{Envelope, Limits, PayerPolicy, RuntimeKind, Spec, SPEC_VERSION};

@@ -1,0 +1,185 @@
+//! The content API the provider node and the CLI use: local blockstore first, then the
+//! configured trustless gateways, then a Kubo RPC node; every block verified, verified
+//! blocks cached locally.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use khachapuri_types::Cid;
+
+use crate::blockstore::{blocking, Blockstore};
+use crate::client::{GatewayClient, Limits};
+use crate::error::{Result, StoreError};
+use crate::exporter::{export, BlockSource, DagWalker};
+use crate::importer::{import_reader, Imported};
+use crate::kubo::KuboClient;
+
+/// Where content may come from besides the local store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreConfig {
+    /// Trustless gateways, tried in order.
+    pub gateways: Vec<String>,
+    /// A Kubo RPC endpoint (`/api/v0/block/get`), tried after the gateways.
+    pub kubo_rpc: Option<String>,
+    /// Caps and timeouts for remote fetches.
+    pub limits: Limits,
+}
+
+/// Local blockstore plus remote sources.
+#[derive(Debug, Clone)]
+pub struct Store {
+    local: Blockstore,
+    gateways: Option<GatewayClient>,
+    kubo: Option<KuboClient>,
+    limits: Limits,
+}
+
+impl Store {
+    /// A store over the blockstore in `dir` and the remote sources of `config`.
+    pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
+        Self::new(Blockstore::open(dir)?, config)
+    }
+
+    /// A store over an already opened blockstore.
+    pub fn new(local: Blockstore, config: StoreConfig) -> Result<Self> {
+        let gateways = if config.gateways.is_empty() {
+            None
+        } else {
+            Some(GatewayClient::new(config.gateways, config.limits)?)
+        };
+        let kubo = config
+            .kubo_rpc
+            .map(|url| KuboClient::new(url, config.limits))
+            .transpose()?;
+        Ok(Self {
+            local,
+            gateways,
+            kubo,
+            limits: config.limits,
+        })
+    }
+
+    /// The local blockstore (for mounting [`crate::router`]).
+    pub fn local(&self) -> &Blockstore {
+        &self.local
+    }
+
+    /// Imports a file from disk into the local store (blocking work off the runtime).
+    pub async fn add_file(&self, path: &Path) -> Result<Imported> {
+        let file = std::fs::File::open(path)?;
+        let local = self.local.clone();
+        blocking(move || {
+            import_reader(std::io::BufReader::with_capacity(1 << 20, file), |b| {
+                local.put_trusted(&b.cid, &b.data)
+            })
+        })
+        .await
+    }
+
+    /// Imports bytes into the local store.
+    pub async fn add_bytes(&self, data: Bytes) -> Result<Imported> {
+        let local = self.local.clone();
+        blocking(move || import_reader(&data[..], |b| local.put_trusted(&b.cid, &b.data))).await
+    }
+
+    /// Whether every block of the DAG under `root` is stored locally.
+    pub async fn is_complete(&self, root: Cid) -> Result<bool> {
+        let mut walker = DagWalker::new(root);
+        while let Some(cid) = walker.next_cid() {
+            match self.local.get_async(cid).await? {
+                Some(block) => walker.visit(cid, &block)?,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Makes the whole DAG under `root` local: a CAR from the gateways (one request per
+    /// gateway), and if that fails, block by block from every source.
+    pub async fn fetch(&self, root: Cid) -> Result<()> {
+        if self.is_complete(root).await? {
+            return Ok(());
+        }
+        if let Some(gw) = &self.gateways {
+            match gw.fetch_dag(root, &self.local).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(%root, error = %e, "CAR fetch failed; trying block by block")
+                }
+            }
+        }
+        let mut walker = DagWalker::new(root);
+        let mut total = 0u64;
+        while let Some(cid) = walker.next_cid() {
+            let block = self.get_block(cid).await?;
+            total += block.len() as u64;
+            if total > self.limits.max_dag_bytes {
+                return Err(StoreError::TooLarge {
+                    what: "DAG",
+                    limit: self.limits.max_dag_bytes,
+                });
+            }
+            walker.visit(cid, &block)?;
+        }
+        Ok(())
+    }
+
+    /// The whole file under `root` in memory (specs, artifacts), at most `max_size` bytes.
+    pub async fn read_file(&self, root: Cid, max_size: u64) -> Result<Bytes> {
+        self.fetch(root).await?;
+        let mut out = Vec::new();
+        export(self, root, &mut out, max_size).await?;
+        Ok(Bytes::from(out))
+    }
+
+    /// Streams the file under `root` into `out`; returns the bytes written.
+    pub async fn export_to<W>(&self, root: Cid, out: &mut W, max_size: u64) -> Result<u64>
+    where
+        W: tokio::io::AsyncWrite + Unpin + ?Sized,
+    {
+        self.fetch(root).await?;
+        export(self, root, out, max_size).await
+    }
+
+    /// One verified block: local, then gateways, then Kubo; remote blocks are cached.
+    pub async fn get_block(&self, cid: Cid) -> Result<Bytes> {
+        if let Some(block) = self.local.get_async(cid).await? {
+            return Ok(block);
+        }
+        let mut attempts = Vec::new();
+        if let Some(gw) = &self.gateways {
+            match gw.get_block(cid).await {
+                Ok(block) => return self.cache(cid, block).await,
+                Err(e) => attempts.push(e.to_string()),
+            }
+        }
+        if let Some(kubo) = &self.kubo {
+            match kubo.block_get(cid).await {
+                Ok(block) => return self.cache(cid, block).await,
+                Err(e) => attempts.push(e.to_string()),
+            }
+        }
+        if attempts.is_empty() {
+            Err(StoreError::NotFound(cid))
+        } else {
+            Err(StoreError::AllSourcesFailed { cid, attempts })
+        }
+    }
+
+    async fn cache(&self, cid: Cid, block: Bytes) -> Result<Bytes> {
+        self.local.put_async(cid, block.clone()).await?;
+        Ok(block)
+    }
+}
+
+impl BlockSource for Store {
+    async fn get_block(&self, cid: Cid) -> Result<Bytes> {
+        Store::get_block(self, cid).await
+    }
+}
+
+impl BlockSource for Blockstore {
+    async fn get_block(&self, cid: Cid) -> Result<Bytes> {
+        self.get_async(cid).await?.ok_or(StoreError::NotFound(cid))
+    }
+}
