@@ -104,6 +104,36 @@ impl ProviderError {
     }
 }
 
+impl ProviderError {
+    /// Maps a store failure for `cid` to an answer: absent content is 404, everything
+    /// else (bad bytes from a gateway, size caps, outages) is the upstream's fault.
+    pub fn from_store(cid: &khachapuri_types::Cid, e: khachapuri_store::StoreError) -> Self {
+        use khachapuri_store::StoreError as S;
+        let cid = cid.to_string();
+        match e {
+            S::NotFound(_) => Self::NotFound {
+                cid,
+                reason: "no source has it".into(),
+            },
+            S::AllSourcesFailed { ref attempts, .. }
+                if attempts.iter().all(|a| a.contains("not found") || a.contains("404")) =>
+            {
+                Self::NotFound {
+                    cid,
+                    reason: e.to_string(),
+                }
+            }
+            S::TooLarge { .. } | S::Unsupported { .. } | S::InvalidBlock { .. } => {
+                Self::Spec(format!("cannot use {cid}: {e}"))
+            }
+            other => Self::Fetch {
+                cid,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 impl From<khachapuri_runtime::RuntimeError> for ProviderError {
     fn from(e: khachapuri_runtime::RuntimeError) -> Self {
         use khachapuri_runtime::RuntimeError as R;

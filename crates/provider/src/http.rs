@@ -19,7 +19,7 @@ use crate::ProviderError;
 
 /// Builds the router of a node.
 pub fn router(node: Arc<Node>) -> Router {
-    let ipfs = khachapuri_store::gateway_router(node.store.clone());
+    let ipfs = khachapuri_store::router(node.store.local().clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response};
 use bytes::Bytes;
 use khachapuri_runtime::{CallOptions, GuestKind, Limits, Prepared, Runtime, RuntimeConfig};
-use khachapuri_store::{Fetcher, Store};
+use khachapuri_store::{Store, StoreConfig};
 use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
 use tokio::sync::OnceCell;
 use tracing::Instrument;
@@ -42,10 +42,9 @@ pub struct Deployment {
 pub struct Node {
     /// Validated configuration.
     pub(crate) config: NodeConfig,
-    /// Local blocks (the provider's cache and its `/ipfs` gateway).
+    /// Content by CID: local blocks first (also served at `/ipfs`), then the configured
+    /// gateways; every block verified, verified blocks cached.
     pub(crate) store: Store,
-    /// Reads content by CID: local store first, then the configured gateways.
-    fetcher: Fetcher,
     /// Runs guests.
     pub(crate) runtime: Runtime,
     /// Payment slot.
@@ -75,14 +74,23 @@ impl Node {
             ..RuntimeConfig::default()
         })
         .map_err(|e| ProviderError::Config(e.to_string()))?;
-        let store = Store::open(config.data_dir.join("blocks"))
-            .map_err(|e| ProviderError::Config(format!("cannot open the block store: {e}")))?;
-        let fetcher = Fetcher::new(store.clone(), config.gateways.clone(), config.fetch_timeout())
-            .map_err(|e| ProviderError::Config(e.to_string()))?;
+        let limits = khachapuri_store::Limits {
+            block_timeout: config.fetch_timeout(),
+            max_dag_bytes: config.max_artifact_bytes,
+            ..khachapuri_store::Limits::default()
+        };
+        let store = Store::open(
+            config.data_dir.join("blocks"),
+            StoreConfig {
+                gateways: config.gateways.clone(),
+                kubo_rpc: None,
+                limits,
+            },
+        )
+        .map_err(|e| ProviderError::Config(format!("cannot open the block store: {e}")))?;
         Ok(Self {
             config,
             store,
-            fetcher,
             runtime,
             admission,
             deployments: Mutex::new(HashMap::new()),
@@ -253,8 +261,8 @@ impl Node {
     }
 
     async fn fetch(&self, cid: &Cid, max: u64) -> Result<Bytes, ProviderError> {
-        self.fetcher
-            .get_file(cid, max)
+        self.store
+            .read_file(*cid, max)
             .await
             .map_err(|e| ProviderError::from_store(cid, e))
     }

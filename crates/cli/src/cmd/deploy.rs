@@ -96,12 +96,18 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         env.extend(parse_env_file(&text).with_context(|| format!("in {}", f.display()))?);
     }
 
-    let kubo = khachapuri_store::KuboClient::new(&store_url, Duration::from_secs(300))
-        .context("bad store URL in the profile")?;
+    let kubo = khachapuri_store::KuboClient::new(
+        store_url.as_str(),
+        khachapuri_store::Limits {
+            block_timeout: Duration::from_secs(300),
+            ..Default::default()
+        },
+    )
+    .context("bad store URL in the profile")?;
     printer.status(format!("uploading {} ({} bytes)", artifact_path.display(), wasm.len()));
-    let artifact_cid = kubo.add(wasm.into()).await.map_err(|e| {
+    let artifact_cid = publish(&kubo, "artifact.wasm", wasm.into()).await.map_err(|e| {
         hint(
-            format!("cannot upload the artifact to {store_url}: {e}"),
+            format!("cannot upload the artifact to {store_url}: {e:#}"),
             "is `khachapuri dev` (or your IPFS node) running? `khachapuri info` shows the store URL",
         )
     })?;
@@ -122,8 +128,7 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         printer.status("note: sealed deployments arrive with paid calls; publishing a public spec");
     }
     let envelope = Envelope::Public { spec };
-    let cid = kubo
-        .add(envelope.to_bytes().into())
+    let cid = publish(&kubo, "spec.json", envelope.to_bytes().into())
         .await
         .with_context(|| format!("cannot upload the spec to {store_url}"))?;
 
@@ -140,6 +145,24 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// Uploads `data` and checks the store computed the CID we compute locally: a store
+/// with other import settings would give a CID no provider can find our bytes under.
+async fn publish(
+    kubo: &khachapuri_store::KuboClient,
+    name: &str,
+    data: bytes::Bytes,
+) -> anyhow::Result<khachapuri_types::Cid> {
+    let (local, _) = khachapuri_store::import_bytes(&data)?;
+    let added = kubo.add_bytes(name, data).await?;
+    anyhow::ensure!(
+        added.cid == local.cid,
+        "the store answered CID {} but the content's CID is {} (is it using the unixfs-v1-2025 profile?)",
+        added.cid,
+        local.cid
+    );
+    Ok(local.cid)
 }
 
 /// A component (layer 1) runs as wasi-http, a core module as wagi.

@@ -40,7 +40,7 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     let store_url = format!("http://{}", store_listener.local_addr()?);
     let provider_url = format!("http://{}", provider_listener.local_addr()?);
 
-    let store = khachapuri_store::Store::open(base.join("store"))
+    let store = khachapuri_store::Blockstore::open(base.join("store"))
         .context("cannot open the dev content store")?;
     let node_config = khachapuri_provider::NodeConfig {
         listen: provider_listener.local_addr()?,
