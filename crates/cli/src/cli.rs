@@ -31,4 +31,6 @@ pub struct Cli {
 pub enum Command {
     /// Endpoints, chain and contracts of the active profile.
     Info(crate::cmd::info::InfoArgs),
+    /// IPFS content: add files, get them by CID, serve the local store.
+    Store(crate::cmd::store::StoreArgs),
 }

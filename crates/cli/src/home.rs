@@ -58,9 +58,8 @@ impl Home {
         let root = match flag {
             Some(p) => p.to_path_buf(),
             None => {
-                let base = std::env::var_os("HOME").context(
-                    "HOME is not set; pass --home DIR or set KHACHAPURI_HOME",
-                )?;
+                let base = std::env::var_os("HOME")
+                    .context("HOME is not set; pass --home DIR or set KHACHAPURI_HOME")?;
                 PathBuf::from(base).join(".khachapuri")
             }
         };
@@ -85,6 +84,7 @@ impl Home {
     }
 
     /// Writes `config.toml` atomically.
+    #[cfg_attr(not(test), allow(dead_code, reason = "used by `khachapuri dev`"))]
     pub fn save_config(&self, config: &Config) -> anyhow::Result<()> {
         write_toml(&self.root.join("config.toml"), config)
     }
@@ -103,6 +103,7 @@ impl Home {
     }
 
     /// Writes `profiles/NAME.toml` atomically.
+    #[cfg_attr(not(test), allow(dead_code, reason = "used by `khachapuri dev`"))]
     pub fn save_profile(&self, name: &str, profile: &Profile) -> anyhow::Result<()> {
         write_toml(
             &self.root.join("profiles").join(format!("{name}.toml")),
@@ -145,7 +146,8 @@ mod tests {
             store_url: Some("http://127.0.0.1:5001".into()),
             ..Profile::default()
         };
-        p.extra.insert("chain_id".into(), toml::Value::Integer(31337));
+        p.extra
+            .insert("chain_id".into(), toml::Value::Integer(31337));
         home.save_profile("dev", &p).expect("save");
         home.save_config(&Config {
             active_profile: Some("dev".into()),
@@ -153,6 +155,9 @@ mod tests {
         .expect("save config");
         let back = home.active_profile().expect("load");
         assert_eq!(back.store_url.as_deref(), Some("http://127.0.0.1:5001"));
-        assert_eq!(back.extra.get("chain_id"), Some(&toml::Value::Integer(31337)));
+        assert_eq!(
+            back.extra.get("chain_id"),
+            Some(&toml::Value::Integer(31337))
+        );
     }
 }

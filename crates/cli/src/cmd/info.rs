@@ -42,7 +42,10 @@ pub async fn run(args: InfoArgs, home: &Home, printer: &Printer) -> anyhow::Resu
     printer.data(format!("home:      {}", home.root().display()));
     printer.data(format!(
         "profile:   {}",
-        config.active_profile.as_deref().unwrap_or("(none: run `khachapuri dev`)")
+        config
+            .active_profile
+            .as_deref()
+            .unwrap_or("(none: run `khachapuri dev`)")
     ));
     printer.data(format!(
         "store:     {}",
