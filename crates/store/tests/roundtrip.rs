@@ -68,3 +68,25 @@ proptest! {
         check(&blocks, imported.cid, &data)?;
     }
 }
+
+#[tokio::test]
+async fn async_import_matches_sync_import_and_stores_every_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = khachapuri_store::Blockstore::open(dir.path())
+        .expect("open")
+        .without_fsync();
+    let data: Vec<u8> = (0..(2 << 20) + 5).map(|i: usize| (i % 253) as u8).collect();
+    let (expected, blocks) = import_bytes(&data).expect("import");
+    let imported = khachapuri_store::import_async(&data[..], &store)
+        .await
+        .expect("async import");
+    assert_eq!(imported, expected);
+    for b in &blocks {
+        assert_eq!(store.get(&b.cid).expect("get").as_ref(), Some(&b.data));
+    }
+    let mut out = Vec::new();
+    export(&store, imported.cid, &mut out, u64::MAX)
+        .await
+        .expect("export");
+    assert_eq!(out, data);
+}
