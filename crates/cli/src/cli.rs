@@ -44,6 +44,8 @@ pub enum Command {
     /// Run and manage a provider node.
     #[command(subcommand)]
     Provider(ProviderCommand),
+    /// IPFS content: add files, get them by CID, serve the local store.
+    Store(crate::cmd::store::StoreArgs),
 }
 
 /// `khachapuri provider …`

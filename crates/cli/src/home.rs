@@ -84,6 +84,7 @@ impl Home {
     }
 
     /// Writes `config.toml` atomically.
+    #[cfg_attr(not(test), allow(dead_code, reason = "used by `khachapuri dev`"))]
     pub fn save_config(&self, config: &Config) -> anyhow::Result<()> {
         write_toml(&self.root.join("config.toml"), config)
     }
@@ -102,6 +103,7 @@ impl Home {
     }
 
     /// Writes `profiles/NAME.toml` atomically.
+    #[cfg_attr(not(test), allow(dead_code, reason = "used by `khachapuri dev`"))]
     pub fn save_profile(&self, name: &str, profile: &Profile) -> anyhow::Result<()> {
         write_toml(
             &self.root.join("profiles").join(format!("{name}.toml")),

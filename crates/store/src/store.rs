@@ -66,11 +66,25 @@ impl Store {
 
     /// Imports a file from disk into the local store (blocking work off the runtime).
     pub async fn add_file(&self, path: &Path) -> Result<Imported> {
+        self.add_file_with_progress(path, |_| {}).await
+    }
+
+    /// [`Store::add_file`], calling `progress` with the file bytes of each chunk stored
+    /// (for progress bars).
+    pub async fn add_file_with_progress(
+        &self,
+        path: &Path,
+        mut progress: impl FnMut(u64) + Send + 'static,
+    ) -> Result<Imported> {
         let file = std::fs::File::open(path)?;
         let local = self.local.clone();
         blocking(move || {
-            import_reader(std::io::BufReader::with_capacity(1 << 20, file), |b| {
-                local.put_trusted(&b.cid, &b.data)
+            import_reader(file, |b| {
+                local.put_trusted(&b.cid, &b.data)?;
+                if b.cid.codec() == khachapuri_types::RAW {
+                    progress(b.data.len() as u64);
+                }
+                Ok(())
             })
         })
         .await

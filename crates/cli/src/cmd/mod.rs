@@ -7,6 +7,7 @@ pub mod dev;
 pub mod info;
 pub mod init;
 pub mod provider_run;
+pub mod store;
 
 use crate::cli::{Cli, Command, ProviderCommand};
 use crate::home::Home;
@@ -23,5 +24,6 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Deploy(args) => deploy::run(args, &home, printer).await,
         Command::Call(args) => call::run(args, &home, printer).await,
         Command::Provider(ProviderCommand::Run(args)) => provider_run::run(args, &home, printer).await,
+        Command::Store(args) => store::run(args, &home, printer).await,
     }
 }
