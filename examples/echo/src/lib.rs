@@ -3,8 +3,7 @@
 //! `cargo build --target wasm32-wasip2 --release`.
 
 use wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
-    ResponseOutparam,
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 use wasi::io::streams::StreamError;
 
@@ -13,11 +12,9 @@ struct Echo;
 impl wasi::exports::http::incoming_handler::Guest for Echo {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let json = describe(&request);
-        let headers = Fields::from_list(&[(
-            "content-type".to_string(),
-            b"application/json".to_vec(),
-        )])
-        .expect("static header is valid");
+        let headers =
+            Fields::from_list(&[("content-type".to_string(), b"application/json".to_vec())])
+                .expect("static header is valid");
         let response = OutgoingResponse::new(headers);
         let body = response.body().expect("body is taken once");
         ResponseOutparam::set(response_out, Ok(response));
