@@ -227,6 +227,7 @@ impl Runtime {
     }
 
     /// Runs one request through a prepared function and returns its buffered response.
+    /// `opts.limits` are capped by [`RuntimeConfig::max_limits`].
     ///
     /// The body is read first, up to `opts.limits.max_request_bytes` (else
     /// [`RuntimeError::RequestTooLarge`]); then an instance slot is taken without
@@ -243,9 +244,19 @@ impl Runtime {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         self.inner.metrics.call();
-        let result = self.handle_inner(prepared, req, opts).await;
+        // The provider's caps always apply, whatever the caller passed.
+        let opts = CallOptions {
+            limits: opts.limits.capped_by(&self.inner.config.max_limits),
+            ..*opts
+        };
+        let result = self.handle_inner(prepared, req, &opts).await;
         if let Err(e) = &result {
             self.inner.metrics.fault(e.kind());
+            if matches!(e, RuntimeError::Busy(_)) {
+                // Overload is not news per request; the counter tells the story.
+                tracing::debug!(cid = prepared.cid(), "busy: all instance slots in use");
+                return result;
+            }
             tracing::warn!(
                 cid = prepared.cid(),
                 kind = e.kind().as_str(),
