@@ -1,0 +1,251 @@
+//! The provider over real HTTP: a store server and a provider node on 127.0.0.1:0, the
+//! example and fault guests deployed as public specs, called with reqwest.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use khachapuri_provider::{Free, Node, NodeConfig};
+use khachapuri_store::Blockstore;
+use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+struct Net {
+    url: String,
+    blocks: Blockstore,
+    stop: watch::Sender<bool>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn start(tweak: impl FnOnce(&mut NodeConfig)) -> Net {
+    let store_dir = tempfile::tempdir().unwrap();
+    let node_dir = tempfile::tempdir().unwrap();
+    let blocks = Blockstore::open(store_dir.path()).unwrap();
+    let (stop, rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    let store_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store_url = format!("http://{}", store_listener.local_addr().unwrap());
+    tokio::spawn(khachapuri_store::serve(
+        store_listener,
+        blocks.clone(),
+        stopped(rx.clone()),
+    ));
+
+    let mut config = NodeConfig {
+        data_dir: node_dir.path().to_path_buf(),
+        gateways: vec![store_url],
+        free: true,
+        max_instances: 8,
+        default_timeout_ms: 2_000,
+        fetch_timeout_ms: 5_000,
+        ..NodeConfig::default()
+    };
+    tweak(&mut config);
+    let node = Node::new(config, Box::new(Free)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(khachapuri_provider::serve(
+        listener,
+        Arc::new(node),
+        stopped(rx),
+    ));
+    Net {
+        url,
+        blocks,
+        stop,
+        _dirs: vec![store_dir, node_dir],
+    }
+}
+
+impl Net {
+    /// Imports bytes into the store the provider reads from.
+    fn put(&self, data: &[u8]) -> Cid {
+        let (imported, blocks) = khachapuri_store::import_bytes(data).unwrap();
+        for b in blocks {
+            self.blocks.put(&b.cid, &b.data).unwrap();
+        }
+        imported.cid
+    }
+
+    fn deploy(&self, wasm: &Bytes, runtime: RuntimeKind, edit: impl FnOnce(&mut Spec)) -> String {
+        let artifact = self.put(wasm);
+        let mut spec = Spec::new(artifact.to_string(), runtime, 1);
+        edit(&mut spec);
+        self.put(&Envelope::Public { spec }.to_bytes()).to_string()
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = client().get(format!("{}{path}", self.url)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn examples_answer_over_http() {
+    let net = start(|_| {}).await;
+    let hello = net.deploy(&khachapuri_testkit::hello(), RuntimeKind::WasiHttp, |_| {});
+    assert_eq!(net.get(&format!("/{hello}")).await, (200, "Hello from Khachapuri!\n".into()));
+    assert_eq!(net.get(&format!("/{hello}/")).await.0, 200);
+
+    let echo = net.deploy(&khachapuri_testkit::echo(), RuntimeKind::WasiHttp, |_| {});
+    let r = client()
+        .post(format!("{}/{echo}/users/7?x=1&y=two", net.url))
+        .header("x-test", "yes")
+        .body("payload bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["path"], "/users/7");
+    assert_eq!(v["query"], "x=1&y=two");
+    assert_eq!(v["headers"]["x-test"], "yes");
+    assert_eq!(v["body"], "payload bytes");
+
+    let c = net.deploy(&khachapuri_testkit::c_hello(), RuntimeKind::Wagi, |_| {});
+    let (status, body) = net.get(&format!("/{c}/some/path?q=1")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello from Khachapuri!"), "{body}");
+    assert!(body.contains("GET /some/path?q=1"), "{body}");
+}
+
+#[tokio::test]
+async fn faults_are_answers_and_the_node_keeps_serving() {
+    let net = start(|c| c.max_response_bytes = 1 << 20).await;
+    let hello = net.deploy(&khachapuri_testkit::hello(), RuntimeKind::WasiHttp, |_| {});
+    let faults = net.deploy(&khachapuri_testkit::faults(), RuntimeKind::WasiHttp, |s| {
+        s.limits.timeout_ms = Some(1_000);
+        s.limits.memory_mb = Some(32);
+    });
+    for (path, status) in [("/trap", 500), ("/loop", 504), ("/memory", 500), ("/flood", 502)] {
+        let (got, body) = net.get(&format!("/{faults}{path}")).await;
+        assert_eq!(got, status, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["kind"], "guest_fault", "{path}: {body}");
+        assert_eq!(net.get(&format!("/{hello}")).await.0, 200, "healthy after {path}");
+    }
+    for name in ["trap", "loop", "memory", "flood"] {
+        let wagi = net.deploy(&khachapuri_testkit::wagi_wat(name), RuntimeKind::Wagi, |s| {
+            s.limits.timeout_ms = Some(1_000);
+            s.limits.memory_mb = Some(32);
+        });
+        let (got, body) = net.get(&format!("/{wagi}/")).await;
+        assert!(got >= 500, "wagi {name}: {got} {body}");
+        assert_eq!(net.get(&format!("/{hello}")).await.0, 200, "healthy after wagi {name}");
+    }
+    // The sandbox: env only from the spec, no outgoing HTTP, no filesystem.
+    let env = net.deploy(&khachapuri_testkit::faults(), RuntimeKind::WasiHttp, |s| {
+        s.env.insert("GREETING".into(), "hi".into());
+    });
+    let (status, body) = net.get(&format!("/{env}/env")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "GREETING=hi\n");
+    let (_, body) = net.get(&format!("/{env}/fs")).await;
+    assert_eq!(body, "fs: denied\n");
+    let (_, body) = net.get(&format!("/{env}/outgoing")).await;
+    assert!(!body.contains("allowed"), "{body}");
+
+    let metrics = net.get("/metrics").await.1;
+    assert!(metrics.contains("khachapuri_calls_faulted_total 8"), "{metrics}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let net = start(|_| {}).await;
+    let (status, body) = net.get("/not-a-cid/x").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("hint"), "{body}");
+
+    let absent = Cid::raw(b"never stored");
+    assert_eq!(net.get(&format!("/{absent}")).await.0, 404);
+
+    let junk = net.put(b"this is not a deployment envelope");
+    let (status, body) = net.get(&format!("/{junk}")).await;
+    assert_eq!(status, 422, "{body}");
+
+    let sealed = Envelope::Sealed {
+        provider: "0x0000000000000000000000000000000000000001".into(),
+        enc: "AA".into(),
+        ciphertext: "AA".into(),
+    };
+    let sealed = net.put(&sealed.to_bytes());
+    assert_eq!(net.get(&format!("/{sealed}")).await.0, 403);
+
+    let small = net.deploy(&khachapuri_testkit::echo(), RuntimeKind::WasiHttp, |s| {
+        s.limits.max_request_bytes = Some(16);
+    });
+    let r = client()
+        .post(format!("{}/{small}", net.url))
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // The artifact is not a spec's runtime: a wasi-http component deployed as wagi.
+    let wrong = net.deploy(&khachapuri_testkit::hello(), RuntimeKind::Wagi, |_| {});
+    assert_eq!(net.get(&format!("/{wrong}")).await.0, 500);
+    assert_eq!(net.get("/healthz").await, (200, "ok\n".into()));
+}
+
+#[tokio::test]
+async fn a_full_node_answers_503_with_retry_after() {
+    let net = start(|c| c.max_instances = 1).await;
+    let faults = net.deploy(&khachapuri_testkit::faults(), RuntimeKind::WasiHttp, |s| {
+        s.limits.timeout_ms = Some(3_000);
+    });
+    let hello = net.deploy(&khachapuri_testkit::hello(), RuntimeKind::WasiHttp, |_| {});
+    assert_eq!(net.get(&format!("/{hello}")).await.0, 200, "warm up hello");
+    assert_eq!(net.get(&format!("/{faults}")).await.0, 200, "warm up faults");
+    let url = format!("{}/{faults}/loop", net.url);
+    let busy = tokio::spawn(async move { client().get(url).send().await.unwrap().status() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = client().get(format!("{}/{hello}", net.url)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(busy.await.unwrap(), 504);
+    assert_eq!(net.get(&format!("/{hello}")).await.0, 200, "slot returned");
+}
+
+#[tokio::test]
+async fn discovery_metrics_and_gateway() {
+    let net = start(|c| c.name = "testnode".into()).await;
+    let v: serde_json::Value =
+        serde_json::from_str(&net.get("/.well-known/khachapuri").await.1).unwrap();
+    assert_eq!(v["name"], "testnode");
+    assert_eq!(v["free"], true);
+    assert_eq!(v["runtimes"][0], "wasi-http");
+    let hello = net.deploy(&khachapuri_testkit::hello(), RuntimeKind::WasiHttp, |_| {});
+    net.get(&format!("/{hello}")).await;
+    net.get(&format!("/{hello}")).await;
+    let metrics = net.get("/metrics").await.1;
+    assert!(metrics.contains("khachapuri_calls_ok_total 2"), "{metrics}");
+    assert!(metrics.contains("khachapuri_spec_cache_hits_total 1"), "{metrics}");
+    // The node re-serves what it fetched, verified, at /ipfs/{cid}.
+    let r = client()
+        .get(format!("{}/ipfs/{hello}?format=raw", net.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    assert!(Cid::raw(&bytes) == hello.parse().unwrap());
+}

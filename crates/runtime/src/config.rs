@@ -1,0 +1,126 @@
+//! Configuration of the runtime and of each call.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which guest interface an artifact implements (the spec's `runtime` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuestKind {
+    /// A component exporting `wasi:http/incoming-handler` (the `wasi:http/proxy` world).
+    WasiHttp,
+    /// A WASI preview1 command module speaking CGI on stdin/stdout.
+    Wagi,
+}
+
+impl GuestKind {
+    /// The spec's spelling, also used in cache file names and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestKind::WasiHttp => "wasi-http",
+            GuestKind::Wagi => "wagi",
+        }
+    }
+
+    /// Parses the spec's `runtime` field; `None` for runtimes this crate does not run.
+    pub fn parse(s: &str) -> Option<GuestKind> {
+        match s {
+            "wasi-http" => Some(GuestKind::WasiHttp),
+            "wagi" => Some(GuestKind::Wagi),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for GuestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Per-call limits: what a spec asks for, capped by the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock budget for the whole call (instantiate, run, collect the response).
+    pub timeout: Duration,
+    /// Maximum size of each linear memory of the guest, in bytes.
+    pub memory_bytes: usize,
+    /// Maximum request body size; larger bodies are refused before the guest runs.
+    pub max_request_bytes: usize,
+    /// Maximum response body size; a guest writing more gets a 5xx answer instead.
+    pub max_response_bytes: usize,
+}
+
+impl Default for Limits {
+    /// DESIGN defaults: 10 s, 128 MiB memory, 10 MiB request and response bodies.
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(10),
+            memory_bytes: 128 << 20,
+            max_request_bytes: 10 << 20,
+            max_response_bytes: 10 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// Caps every field of `self` (what a spec asks) by `cap` (what the provider allows).
+    pub fn capped_by(self, cap: &Limits) -> Limits {
+        Limits {
+            timeout: self.timeout.min(cap.timeout),
+            memory_bytes: self.memory_bytes.min(cap.memory_bytes),
+            max_request_bytes: self.max_request_bytes.min(cap.max_request_bytes),
+            max_response_bytes: self.max_response_bytes.min(cap.max_response_bytes),
+        }
+    }
+}
+
+/// Engine-wide settings, fixed for the life of a [`crate::Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled code is cached across restarts; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Concurrent guest instances; further calls get [`crate::RuntimeError::Busy`].
+    pub max_instances: u32,
+    /// The provider's caps on per-call limits; also sizes the pooling allocator's memory slots.
+    pub max_limits: Limits,
+    /// Bytes of each linear memory reset with memset instead of madvise when an instance
+    /// ends: cheaper for the small memories typical functions use (fewer page faults and
+    /// TLB shootdowns), costs RSS.
+    pub memory_keep_resident: usize,
+    /// Granularity of deadlines: how often the epoch ticker advances.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            max_instances: 64,
+            max_limits: Limits::default(),
+            memory_keep_resident: 2 << 20,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// What one call may use and see, besides the request itself.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions<'a> {
+    /// Environment variables from the (decrypted) spec: the only env the guest sees.
+    pub env: &'a [(String, String)],
+    /// Limits for this call (already capped by the caller, see [`Limits::capped_by`]).
+    pub limits: Limits,
+    /// The path the guest sees: the request path after `/{cid}`, e.g. `/users/7`;
+    /// empty means `/`. The query string is taken from the request URI.
+    pub path: &'a str,
+}
+
+impl Default for CallOptions<'_> {
+    fn default() -> Self {
+        CallOptions {
+            env: &[],
+            limits: Limits::default(),
+            path: "/",
+        }
+    }
+}

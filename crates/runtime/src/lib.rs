@@ -1,0 +1,23 @@
+//! Khachapuri's function runtime: one wasmtime engine with a pooling allocator, running
+//! `wasi:http/proxy` components and WAGI (CGI over WASI preview1) modules with per-call
+//! limits, an in-memory `InstancePre` cache and an on-disk compiled-code cache.
+//!
+//! The provider node calls [`Runtime::get`] / [`Runtime::load_cached`] /
+//! [`Runtime::prepare`] to obtain a [`Prepared`] function, then [`Runtime::handle`] per
+//! request; faults come back as [`RuntimeError`], mapped to HTTP by
+//! [`RuntimeError::http_status`].
+
+mod cache;
+mod config;
+mod engine;
+mod error;
+mod http_guest;
+mod metrics;
+mod runtime;
+mod state;
+mod wagi;
+
+pub use config::{CallOptions, GuestKind, Limits, RuntimeConfig};
+pub use error::{FaultKind, RuntimeError};
+pub use metrics::{Metrics, MetricsSnapshot};
+pub use runtime::{Origin, Prepared, Runtime};
