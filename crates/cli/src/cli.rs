@@ -31,4 +31,12 @@ pub struct Cli {
 pub enum Command {
     /// Endpoints, chain and contracts of the active profile.
     Info(crate::cmd::info::InfoArgs),
+    /// The key that pays: create, import, show, balances.
+    Wallet(crate::cmd::wallet::WalletArgs),
+    /// Money in the escrow and payment channels to providers (amounts in USDC).
+    Escrow(crate::cmd::escrow::EscrowArgs),
+    /// Read the on-chain provider registry.
+    Registry(crate::cmd::registry::RegistryArgs),
+    /// Run and register a provider node.
+    Provider(crate::cmd::provider::ProviderArgs),
 }

@@ -1,6 +1,12 @@
 //! Command implementations, one module per command group.
 
+pub mod chainctx;
+pub mod escrow;
 pub mod info;
+pub mod provider;
+pub mod provider_register;
+pub mod registry;
+pub mod wallet;
 
 use crate::cli::{Cli, Command};
 use crate::home::Home;
@@ -11,5 +17,9 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
     let home = Home::resolve(cli.home.as_deref())?;
     match cli.command {
         Command::Info(args) => info::run(args, &home, printer).await,
+        Command::Wallet(args) => wallet::run(args, &home, printer).await,
+        Command::Escrow(args) => escrow::run(args, &home, printer).await,
+        Command::Registry(args) => registry::run(args, &home, printer).await,
+        Command::Provider(args) => provider::run(args, &home, printer).await,
     }
 }
