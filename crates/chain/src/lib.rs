@@ -17,12 +17,13 @@ pub mod token;
 pub mod voucher;
 pub mod wallet;
 
+pub use alloy::primitives::utils::format_units as alloy_format_units;
 pub use alloy::primitives::{hex as alloy_hex, Address, B256, U256};
 pub use alloy::signers::local::PrivateKeySigner;
 pub use amount::{format_usdc, parse_usdc, USDC_DECIMALS};
 pub use anvil::{dev_signer, find_tool, Anvil, AnvilOptions, DEV_KEYS};
 pub use client::Chain;
-pub use deploy::{deploy_all, mint_to, DeployOptions, Deployment};
+pub use deploy::{deploy_all, dev_network, mint_to, DeployOptions, Deployment};
 pub use error::{ChainError, Result};
 pub use escrow::{ChannelState, EscrowClient};
 pub use events::{watch, ChainEvent, EscrowEvent, EventPoller, RegistryEvent};

@@ -411,6 +411,26 @@ async fn registry_records_tables_and_ens_readers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_network_mints_every_dev_account() {
+    let anvil = Anvil::spawn().expect("spawn");
+    let (deployer, d) = khachapuri_chain::dev_network(&anvil, parse_usdc("1000").unwrap())
+        .await
+        .expect("dev network");
+    assert_eq!(deployer.address(), Some(dev_signer(0).address()));
+    let token = Token::new(&deployer, d.token);
+    for i in 0..DEV_KEYS.len() {
+        assert_eq!(
+            token.balance_of(dev_signer(i).address()).await.unwrap(),
+            parse_usdc("1000").unwrap()
+        );
+    }
+    assert_eq!(token.decimals().await.unwrap(), 6);
+    let escrow = EscrowClient::new(&deployer, d.escrow);
+    assert_eq!(escrow.unlock_delay().await.unwrap(), 60);
+    assert_eq!(escrow.token().await.unwrap().address(), d.token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anvil_is_killed_on_drop() {
     let anvil = Anvil::spawn().expect("spawn");
     let url = anvil.endpoint();

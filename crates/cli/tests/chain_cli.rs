@@ -21,6 +21,28 @@ fn khachapuri(home: &Path, args: &[&str]) -> Output {
         .expect("run khachapuri")
 }
 
+/// Runs with `input` on stdin (keys are never passed in argv).
+fn with_stdin(home: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_khachapuri"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env("KHACHAPURI_PASSWORD", "correct horse")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn khachapuri");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
 fn ok(home: &Path, args: &[&str]) -> String {
     let out = khachapuri(home, args);
     assert!(
@@ -158,4 +180,21 @@ async fn wallet_escrow_registry_and_provider_register() {
     assert_eq!(bal["usdc"], "0");
     let out = khachapuri(fresh.path(), &["wallet", "new"]);
     assert!(!out.status.success(), "never overwrites a wallet");
+
+    // Importing a key from stdin; the keystore then pays like the dev key did.
+    let imported = tempfile::tempdir().unwrap();
+    write_profile(imported.path(), &anvil, &d, None);
+    let out = with_stdin(imported.path(), &["wallet", "import"], DEV_KEYS[1]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dev_signer(1).address().to_string()
+    );
+    ok(imported.path(), &["escrow", "deposit", "0.25"]);
+    let status = json(imported.path(), &["escrow", "status", "--json"]);
+    assert_eq!(status["balance"], "3.75");
 }

@@ -5,6 +5,7 @@ use std::io::Read;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use khachapuri_chain::alloy_format_units as format_units;
 use khachapuri_chain::{format_usdc, wallet};
 use serde_json::json;
 
@@ -85,7 +86,7 @@ pub async fn run(args: WalletArgs, home: &Home, printer: &Printer) -> anyhow::Re
                 }));
             } else {
                 printer.data(format!("address:  {me}"));
-                printer.data(format!("gas:      {} wei", gas));
+                printer.data(format!("gas:      {} ETH", format_units(gas, "ether")?));
                 printer.data(format!("USDC:     {}", format_usdc(usdc)));
                 if let Some(e) = escrowed {
                     printer.data(format!("escrow:   {} (free balance)", format_usdc(e)));
