@@ -41,16 +41,14 @@ pub enum Command {
     Deploy(crate::cmd::deploy::DeployArgs),
     /// Call a function over HTTP; the body goes to stdout, like curl.
     Call(crate::cmd::call::CallArgs),
-    /// Run and manage a provider node.
-    #[command(subcommand)]
-    Provider(ProviderCommand),
+    /// The key that pays: create, import, show, balances.
+    Wallet(crate::cmd::wallet::WalletArgs),
+    /// Money in the escrow and payment channels to providers (amounts in USDC).
+    Escrow(crate::cmd::escrow::EscrowArgs),
+    /// Read the on-chain provider registry.
+    Registry(crate::cmd::registry::RegistryArgs),
+    /// Run and register a provider node.
+    Provider(crate::cmd::provider::ProviderArgs),
     /// IPFS content: add files, get them by CID, serve the local store.
     Store(crate::cmd::store::StoreArgs),
-}
-
-/// `khachapuri provider …`
-#[derive(Debug, Subcommand)]
-pub enum ProviderCommand {
-    /// Run a provider node until Ctrl-C.
-    Run(crate::cmd::provider_run::RunArgs),
 }

@@ -8,8 +8,14 @@ pub mod info;
 pub mod init;
 pub mod provider_run;
 pub mod store;
+pub mod chainctx;
+pub mod escrow;
+pub mod provider;
+pub mod provider_register;
+pub mod registry;
+pub mod wallet;
 
-use crate::cli::{Cli, Command, ProviderCommand};
+use crate::cli::{Cli, Command};
 use crate::home::Home;
 use crate::output::Printer;
 
@@ -23,7 +29,10 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Build(args) => build::run(args, &home, printer).await,
         Command::Deploy(args) => deploy::run(args, &home, printer).await,
         Command::Call(args) => call::run(args, &home, printer).await,
-        Command::Provider(ProviderCommand::Run(args)) => provider_run::run(args, &home, printer).await,
         Command::Store(args) => store::run(args, &home, printer).await,
+        Command::Wallet(args) => wallet::run(args, &home, printer).await,
+        Command::Escrow(args) => escrow::run(args, &home, printer).await,
+        Command::Registry(args) => registry::run(args, &home, printer).await,
+        Command::Provider(args) => provider::run(args, &home, printer).await,
     }
 }

@@ -1,0 +1,129 @@
+//! Deploys and wires the three contracts (what `khachapuri dev` and the tests need).
+
+use alloy::primitives::{Address, U256};
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::{Escrow, MockUSDC, Registry};
+use crate::client::Chain;
+use crate::error::{ChainError, Result};
+use crate::registry::RegistryClient;
+use crate::token::Token;
+
+/// Parameters of a deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct DeployOptions {
+    /// Seconds between `requestUnlock` and `reclaim`.
+    pub unlock_delay: u64,
+    /// Seconds a channel must stay funded for a redeem to earn reputation.
+    pub min_service_period: u64,
+}
+
+impl Default for DeployOptions {
+    /// Production-like: one day to unlock, one hour of service per reputation point.
+    fn default() -> Self {
+        Self {
+            unlock_delay: 24 * 3600,
+            min_service_period: 3600,
+        }
+    }
+}
+
+impl DeployOptions {
+    /// Short delays for a local dev network (a user can unlock and reclaim in a minute).
+    pub fn dev() -> Self {
+        Self {
+            unlock_delay: 60,
+            min_service_period: 60,
+        }
+    }
+}
+
+/// Where the contracts of one network live; what profiles store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Chain id.
+    pub chain_id: u64,
+    /// Payment token (MockUSDC).
+    pub token: Address,
+    /// Escrow.
+    pub escrow: Address,
+    /// Registry.
+    pub registry: Address,
+    /// Block of the first deployment transaction (where event scans can start).
+    pub block: u64,
+}
+
+/// Deploys MockUSDC, Registry and Escrow with the chain's signer, and tells the registry
+/// which escrow may report reputation.
+pub async fn deploy_all(chain: &Chain, options: DeployOptions) -> Result<Deployment> {
+    if chain.signer().is_none() {
+        return Err(ChainError::NoSigner);
+    }
+    let provider = chain.provider();
+    let usdc = chain
+        .send("deploy MockUSDC", MockUSDC::deploy_builder(provider))
+        .await?;
+    let block = usdc.block_number.unwrap_or_default();
+    let token = deployed(usdc.contract_address, "MockUSDC")?;
+    let registry = chain
+        .send(
+            "deploy Registry",
+            Registry::deploy_builder(provider, options.min_service_period),
+        )
+        .await?;
+    let registry = deployed(registry.contract_address, "Registry")?;
+    let escrow = chain
+        .send(
+            "deploy Escrow",
+            Escrow::deploy_builder(provider, token, options.unlock_delay, registry),
+        )
+        .await?;
+    let escrow = deployed(escrow.contract_address, "Escrow")?;
+    RegistryClient::new(chain, registry)
+        .set_escrow(escrow)
+        .await?;
+    Ok(Deployment {
+        chain_id: chain.chain_id(),
+        token,
+        escrow,
+        registry,
+        block,
+    })
+}
+
+/// Mints MockUSDC to each of `accounts` (dev wallets).
+pub async fn mint_to(
+    chain: &Chain,
+    token: Address,
+    accounts: &[Address],
+    amount: U256,
+) -> Result<()> {
+    let token = Token::new(chain, token);
+    for a in accounts {
+        token.mint(*a, amount).await?;
+    }
+    Ok(())
+}
+
+fn deployed(addr: Option<Address>, what: &str) -> Result<Address> {
+    addr.ok_or_else(|| {
+        ChainError::Rpc(format!("{what} deployment receipt has no contract address"))
+    })
+}
+
+/// A ready local network on a running anvil: contracts deployed by dev account 0 with
+/// [`DeployOptions::dev`], and `mint_each` MockUSDC minted to each of the ten dev accounts.
+/// Returns the deployer's connection (dev account 0) and the deployment. What
+/// `khachapuri dev` and integration tests start from.
+pub async fn dev_network(
+    anvil: &crate::anvil::Anvil,
+    mint_each: U256,
+) -> Result<(Chain, Deployment)> {
+    let deployer = Chain::connect(&anvil.endpoint(), Some(crate::anvil::dev_signer(0))).await?;
+    let deployment = deploy_all(&deployer, DeployOptions::dev()).await?;
+    let accounts: Vec<Address> = (0..crate::anvil::DEV_KEYS.len())
+        .map(|i| crate::anvil::dev_signer(i).address())
+        .collect();
+    mint_to(&deployer, deployment.token, &accounts, mint_each).await?;
+    Ok((deployer, deployment))
+}

@@ -1,0 +1,190 @@
+//! Typed client of the `Escrow` contract: free balance, channels, vouchers.
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::DynProvider;
+use serde::Serialize;
+
+use crate::bindings::Escrow::{self, EscrowInstance};
+use crate::client::Chain;
+use crate::error::{ChainError, Result};
+use crate::token::Token;
+use crate::voucher::{SignedVoucher, Voucher};
+
+/// One channel payer → provider as the contract reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChannelState {
+    /// Total funded in this epoch (only grows).
+    pub funds: U256,
+    /// Total redeemed by the provider in this epoch (only grows).
+    pub redeemed: U256,
+    /// Current epoch; vouchers must carry it.
+    pub epoch: u64,
+    /// When a pending unlock matures (unix seconds), 0 if none.
+    pub unlock_at: u64,
+}
+
+impl ChannelState {
+    /// What the channel still holds: `funds - redeemed`.
+    pub fn remaining(&self) -> U256 {
+        self.funds.saturating_sub(self.redeemed)
+    }
+}
+
+/// Client of the escrow at one address. State-changing calls need a [`Chain`] with a signer.
+#[derive(Clone, Debug)]
+pub struct EscrowClient {
+    chain: Chain,
+    instance: EscrowInstance<DynProvider>,
+}
+
+impl EscrowClient {
+    /// A client for the escrow at `address`.
+    pub fn new(chain: &Chain, address: Address) -> Self {
+        Self {
+            chain: chain.clone(),
+            instance: Escrow::new(address, chain.provider().clone()),
+        }
+    }
+
+    /// The escrow's address (the EIP-712 `verifyingContract`).
+    pub fn address(&self) -> Address {
+        *self.instance.address()
+    }
+
+    /// The connection this client uses.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// The payment token the escrow holds.
+    pub async fn token(&self) -> Result<Token> {
+        let addr = self.chain.view("token", self.instance.token()).await?;
+        Ok(Token::new(&self.chain, addr))
+    }
+
+    /// Seconds between `request_unlock` and `reclaim`.
+    pub async fn unlock_delay(&self) -> Result<u64> {
+        self.chain
+            .view("unlockDelay", self.instance.unlockDelay())
+            .await
+    }
+
+    /// Free (unchannelled) balance of `who`.
+    pub async fn balance_of(&self, who: Address) -> Result<U256> {
+        self.chain
+            .view("balanceOf", self.instance.balanceOf(who))
+            .await
+    }
+
+    /// The channel `payer` → `provider`.
+    pub async fn channel(&self, payer: Address, provider: Address) -> Result<ChannelState> {
+        let c = self
+            .chain
+            .view("channel", self.instance.channel(payer, provider))
+            .await?;
+        Ok(ChannelState {
+            funds: c.funds,
+            redeemed: c.redeemed,
+            epoch: c.epoch,
+            unlock_at: c.unlockAt,
+        })
+    }
+
+    /// The contract's own EIP-712 digest of `voucher` (to cross-check off-chain hashing).
+    pub async fn voucher_digest(&self, voucher: &Voucher) -> Result<B256> {
+        self.chain
+            .view(
+                "voucherDigest",
+                self.instance.voucherDigest(voucher.to_sol()),
+            )
+            .await
+    }
+
+    /// Moves `amount` of the signer's tokens into its free balance, approving the escrow
+    /// first when the allowance is short (so users never deal with `approve`).
+    pub async fn deposit(&self, amount: U256) -> Result<B256> {
+        let me = self.chain.address().ok_or(ChainError::NoSigner)?;
+        let token = self.token().await?;
+        if token.allowance(me, self.address()).await? < amount {
+            token.approve(self.address(), amount).await?;
+        }
+        let r = self
+            .chain
+            .send("deposit", self.instance.deposit(amount))
+            .await?;
+        Ok(r.transaction_hash)
+    }
+
+    /// Sends `amount` of the signer's free balance back to it.
+    pub async fn withdraw(&self, amount: U256) -> Result<B256> {
+        let r = self
+            .chain
+            .send("withdraw", self.instance.withdraw(amount))
+            .await?;
+        Ok(r.transaction_hash)
+    }
+
+    /// Moves `amount` of the signer's free balance into its channel to `provider`.
+    pub async fn fund(&self, provider: Address, amount: U256) -> Result<B256> {
+        let r = self
+            .chain
+            .send("fund", self.instance.fund(provider, amount))
+            .await?;
+        Ok(r.transaction_hash)
+    }
+
+    /// Starts closing the signer's channel to `provider`.
+    pub async fn request_unlock(&self, provider: Address) -> Result<B256> {
+        let r = self
+            .chain
+            .send("requestUnlock", self.instance.requestUnlock(provider))
+            .await?;
+        Ok(r.transaction_hash)
+    }
+
+    /// Takes back what the channel to `provider` still holds, after the unlock delay.
+    pub async fn reclaim(&self, provider: Address) -> Result<B256> {
+        let r = self
+            .chain
+            .send("reclaim", self.instance.reclaim(provider))
+            .await?;
+        Ok(r.transaction_hash)
+    }
+
+    /// Redeems one voucher (the signer must be its provider). Returns the tx hash.
+    pub async fn redeem(&self, voucher: &SignedVoucher) -> Result<B256> {
+        let call = self
+            .instance
+            .redeem(voucher.voucher.to_sol(), voucher.signature.clone().into());
+        let r = self.chain.send("redeem", call).await?;
+        Ok(r.transaction_hash)
+    }
+
+    /// Simulates redeeming `vouchers` with `eth_call`: how much a batch would pay now, or the
+    /// revert that a real batch would hit (so settlement can drop a bad voucher first).
+    pub async fn simulate_redeem_batch(&self, vouchers: &[SignedVoucher]) -> Result<U256> {
+        let (vs, sigs) = split(vouchers);
+        let mut call = self.instance.redeemBatch(vs, sigs);
+        if let Some(me) = self.chain.address() {
+            call = call.from(me);
+        }
+        self.chain.view("redeemBatch", call).await
+    }
+
+    /// Redeems many vouchers in one transaction (all must be valid, or it reverts).
+    pub async fn redeem_batch(&self, vouchers: &[SignedVoucher]) -> Result<B256> {
+        let (vs, sigs) = split(vouchers);
+        let r = self
+            .chain
+            .send("redeemBatch", self.instance.redeemBatch(vs, sigs))
+            .await?;
+        Ok(r.transaction_hash)
+    }
+}
+
+fn split(vouchers: &[SignedVoucher]) -> (Vec<Escrow::Voucher>, Vec<alloy::primitives::Bytes>) {
+    vouchers
+        .iter()
+        .map(|v| (v.voucher.to_sol(), v.signature.clone().into()))
+        .unzip()
+}

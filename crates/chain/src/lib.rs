@@ -1,0 +1,32 @@
+//! Khachapuri's chain layer: typed clients for the `Escrow`, `Registry` and `MockUSDC`
+//! contracts, EIP-712 vouchers, event polling, deployment, keystores and a local anvil.
+//!
+//! Everything that talks to an Ethereum node goes through this crate so the rest of the
+//! workspace never depends on alloy's moving API directly.
+
+pub mod amount;
+pub mod anvil;
+pub mod bindings;
+pub mod client;
+pub mod deploy;
+pub mod error;
+pub mod escrow;
+pub mod events;
+pub mod registry;
+pub mod token;
+pub mod voucher;
+pub mod wallet;
+
+pub use alloy::primitives::utils::format_units as alloy_format_units;
+pub use alloy::primitives::{hex as alloy_hex, Address, B256, U256};
+pub use alloy::signers::local::PrivateKeySigner;
+pub use amount::{format_usdc, parse_usdc, USDC_DECIMALS};
+pub use anvil::{dev_signer, find_tool, Anvil, AnvilOptions, DEV_KEYS};
+pub use client::Chain;
+pub use deploy::{deploy_all, dev_network, mint_to, DeployOptions, Deployment};
+pub use error::{ChainError, Result};
+pub use escrow::{ChannelState, EscrowClient};
+pub use events::{watch, ChainEvent, EscrowEvent, EventPoller, RegistryEvent};
+pub use registry::{node_of, PricingTable, ProviderRecord, Registration, RegistryClient};
+pub use token::Token;
+pub use voucher::{voucher_domain, SignedVoucher, Voucher};

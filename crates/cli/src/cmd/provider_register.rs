@@ -1,0 +1,141 @@
+//! `khachapuri provider register NAME --endpoint URL [--region R]...`: publishes this node in
+//! the registry: operator = the wallet's address, the endpoint, and the node's X25519 key
+//! (generated and kept in the home on first use) that deployment specs are sealed to.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use khachapuri_chain::{alloy_hex, Registration, U256};
+use rand::RngCore;
+
+use super::chainctx;
+use crate::home::{Home, ProviderEntry};
+use crate::output::{hint, Printer};
+
+/// Arguments of `provider register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Name to claim (a DNS label: a-z, 0-9, '-').
+    pub name: String,
+    /// Public URL of the node, e.g. https://node.example or http://127.0.0.1:7070.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: String,
+    /// Region the node runs in (repeat for several).
+    #[arg(long = "region", value_name = "R")]
+    pub regions: Vec<String>,
+    /// How to reach the operator.
+    #[arg(long, default_value = "")]
+    pub contact: String,
+    /// Subscribe the name to this pricing table id.
+    #[arg(long, value_name = "ID")]
+    pub table: Option<u64>,
+}
+
+/// Path of the node's X25519 secret key in the home.
+pub fn x25519_key_path(home: &Home) -> PathBuf {
+    home.root().join("keys").join("x25519.key")
+}
+
+/// Loads the node's X25519 key pair, generating it on first use. Returns (secret, public).
+pub fn load_or_create_x25519(path: &Path) -> anyhow::Result<([u8; 32], [u8; 32])> {
+    let secret: [u8; 32] = match std::fs::read_to_string(path) {
+        Ok(text) => alloy_hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("{} is not a 32-byte hex key", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let dir = path.parent().context("key path has no directory")?;
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(path, alloy_hex::encode(bytes))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            bytes
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret));
+    Ok((secret, *public.as_bytes()))
+}
+
+/// Registers (or updates) the name.
+pub async fn run(args: RegisterArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
+    let (mut profile, net) = chainctx::active(home)?;
+    let signer = chainctx::load_signer(home, &profile)?;
+    let operator = signer.address();
+    let chain = net.connect(Some(signer)).await?;
+    let registry = net.registry(&chain)?;
+    let key_path = x25519_key_path(home);
+    let (_, pubkey) = load_or_create_x25519(&key_path)?;
+
+    if let Some(existing) = registry.resolve(&args.name).await? {
+        if existing.owner != operator {
+            return Err(hint(
+                format!(
+                    "{:?} is already registered by {}",
+                    args.name, existing.owner
+                ),
+                "pick another name",
+            ));
+        }
+    }
+    let reg = Registration {
+        name: args.name.clone(),
+        operator,
+        url: args.endpoint.clone(),
+        pubkey,
+        regions: args.regions.clone(),
+        contact: args.contact.clone(),
+    };
+    let node = registry.register_or_update(&reg).await.map_err(|e| {
+        hint(
+            format!("cannot register {:?}: {e}", args.name),
+            "names are DNS labels (a-z, 0-9, '-', at most 63 characters)",
+        )
+    })?;
+    if let Some(id) = args.table {
+        registry.subscribe(&args.name, U256::from(id)).await?;
+    }
+    // Remember the provider in the profile so other commands can target it by name.
+    profile.providers.retain(|p| p.name != args.name);
+    profile.providers.push(ProviderEntry {
+        name: args.name.clone(),
+        url: args.endpoint.clone(),
+        address: Some(operator.to_string()),
+    });
+    if let Some(active) = home.config()?.active_profile {
+        home.save_profile(&active, &profile)?;
+    }
+    printer.status(format!(
+        "registered {} → {} (operator {operator}, X25519 key in {})",
+        args.name,
+        args.endpoint,
+        key_path.display()
+    ));
+    printer.data(node);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x25519_key_is_created_once_and_reloaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys/x25519.key");
+        let (s1, p1) = load_or_create_x25519(&path).expect("create");
+        let (s2, p2) = load_or_create_x25519(&path).expect("load");
+        assert_eq!((s1, p1), (s2, p2));
+        assert_ne!(p1, [0u8; 32]);
+        // The public key is the X25519 base-point multiple of the secret.
+        let expect = x25519_dalek::x25519(s1, x25519_dalek::X25519_BASEPOINT_BYTES);
+        assert_eq!(p1, expect);
+    }
+}
