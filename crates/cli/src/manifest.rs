@@ -37,8 +37,9 @@ pub struct Manifest {
     /// Requested limits.
     #[serde(default)]
     pub limits: Limits,
-    /// Default provider to deploy to.
+    /// Default provider to seal the spec to.
     #[serde(default)]
+    #[allow(dead_code, reason = "read by deploy once sealed specs land (paid-calls issue)")]
     pub provider: Option<String>,
 }
 

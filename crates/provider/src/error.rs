@@ -116,7 +116,9 @@ impl ProviderError {
                 reason: "no source has it".into(),
             },
             S::AllSourcesFailed { ref attempts, .. }
-                if attempts.iter().all(|a| a.contains("not found") || a.contains("404")) =>
+                if attempts
+                    .iter()
+                    .all(|a| a.contains("not found") || a.contains("404")) =>
             {
                 Self::NotFound {
                     cid,
@@ -139,7 +141,9 @@ impl From<khachapuri_runtime::RuntimeError> for ProviderError {
         use khachapuri_runtime::RuntimeError as R;
         match e {
             R::Busy(n) => Self::Busy(usize::try_from(n).unwrap_or(usize::MAX)),
-            R::RequestTooLarge { limit } => Self::RequestTooLarge { limit: limit as u64 },
+            R::RequestTooLarge { limit } => Self::RequestTooLarge {
+                limit: limit as u64,
+            },
             other => Self::Guest {
                 status: other.http_status(),
                 message: other.to_string(),

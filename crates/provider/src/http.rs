@@ -47,12 +47,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let rt = node.runtime_metrics();
-    let extra = rt.as_counters();
-    let extra: Vec<(&str, &str, u64)> = extra.iter().map(|(n, h, v)| (*n, *h, *v)).collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(&extra),
+        node.metrics.render(&node.runtime_metrics()),
     )
         .into_response()
 }

@@ -41,59 +41,91 @@ impl Metrics {
         gauge.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Renders every counter; `extra` lets the runtime append its own lines.
-    pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
-        let mut out = String::with_capacity(1024);
+    /// Renders every counter, then the runtime's (compiles, cache hits, faults by kind).
+    pub fn render(&self, rt: &khachapuri_runtime::MetricsSnapshot) -> String {
+        let mut out = String::with_capacity(2048);
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        };
-        counter(
-            "khachapuri_calls_ok_total",
-            "Function calls that ran and answered.",
-            "counter",
-            load(&self.calls_ok),
+        let plain = [
+            (
+                "khachapuri_calls_ok_total",
+                "Function calls that ran and answered.",
+                "counter",
+                load(&self.calls_ok),
+            ),
+            (
+                "khachapuri_calls_refused_total",
+                "Calls refused before running.",
+                "counter",
+                load(&self.calls_refused),
+            ),
+            (
+                "khachapuri_calls_faulted_total",
+                "Calls whose guest faulted (trap, deadline, memory, output).",
+                "counter",
+                load(&self.calls_faulted),
+            ),
+            (
+                "khachapuri_calls_busy_total",
+                "Calls turned away with 503 because all instance slots were busy.",
+                "counter",
+                load(&self.calls_busy),
+            ),
+            (
+                "khachapuri_calls_in_flight",
+                "Calls executing now.",
+                "gauge",
+                load(&self.in_flight),
+            ),
+            (
+                "khachapuri_spec_cache_hits_total",
+                "Spec lookups served from memory.",
+                "counter",
+                load(&self.spec_cache_hits),
+            ),
+            (
+                "khachapuri_spec_cache_misses_total",
+                "Spec lookups that fetched the envelope.",
+                "counter",
+                load(&self.spec_cache_misses),
+            ),
+            (
+                "khachapuri_runtime_calls_total",
+                "Calls handed to the runtime.",
+                "counter",
+                rt.calls,
+            ),
+            (
+                "khachapuri_runtime_compiles_total",
+                "Artifacts compiled (cache misses).",
+                "counter",
+                rt.compiles,
+            ),
+            (
+                "khachapuri_runtime_disk_cache_hits_total",
+                "Compiled code loaded from disk.",
+                "counter",
+                rt.disk_hits,
+            ),
+            (
+                "khachapuri_runtime_memory_cache_hits_total",
+                "Prepared code found in memory.",
+                "counter",
+                rt.memory_hits,
+            ),
+        ];
+        for (name, help, kind, value) in plain {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let name = "khachapuri_runtime_faults_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Guest faults by kind.\n# TYPE {name} counter"
         );
-        counter(
-            "khachapuri_calls_refused_total",
-            "Calls refused before running.",
-            "counter",
-            load(&self.calls_refused),
-        );
-        counter(
-            "khachapuri_calls_faulted_total",
-            "Calls whose guest faulted (trap, deadline, memory, output).",
-            "counter",
-            load(&self.calls_faulted),
-        );
-        counter(
-            "khachapuri_calls_busy_total",
-            "Calls turned away with 503 because all instance slots were busy.",
-            "counter",
-            load(&self.calls_busy),
-        );
-        counter(
-            "khachapuri_calls_in_flight",
-            "Calls executing now.",
-            "gauge",
-            load(&self.in_flight),
-        );
-        counter(
-            "khachapuri_spec_cache_hits_total",
-            "Spec lookups served from memory.",
-            "counter",
-            load(&self.spec_cache_hits),
-        );
-        counter(
-            "khachapuri_spec_cache_misses_total",
-            "Spec lookups that fetched the envelope.",
-            "counter",
-            load(&self.spec_cache_misses),
-        );
-        for (name, help, value) in extra {
-            counter(name, help, "counter", *value);
+        for (kind, value) in &rt.faults {
+            let _ = writeln!(out, "{name}{{kind=\"{}\"}} {value}", kind.as_str());
         }
         out
     }
@@ -108,9 +140,16 @@ mod tests {
         let m = Metrics::default();
         Metrics::inc(&m.calls_ok);
         Metrics::inc(&m.calls_ok);
-        let text = m.render(&[("khachapuri_extra_total", "Extra.", 7)]);
-        assert!(text.contains("\nkhachapuri_calls_ok_total 2\n"));
+        let rt = khachapuri_runtime::MetricsSnapshot {
+            compiles: 3,
+            ..Default::default()
+        };
+        let text = m.render(&rt);
+        assert!(text.contains("\nkhachapuri_calls_ok_total 2\n"), "{text}");
         assert!(text.contains("# TYPE khachapuri_calls_in_flight gauge"));
-        assert!(text.ends_with("khachapuri_extra_total 7\n"));
+        assert!(
+            text.contains("\nkhachapuri_runtime_compiles_total 3\n"),
+            "{text}"
+        );
     }
 }

@@ -113,8 +113,13 @@ impl Node {
     ) -> Result<Response<Body>, ProviderError> {
         let span = tracing::info_span!("call", %cid, method = %req.method());
         async move {
-            let deployment = self.deployment(cid).await?;
-            let ticket = self.admission.admit(&deployment.spec, req.headers())?;
+            let admitted = match self.deployment(cid).await {
+                Ok(d) => self.admission.admit(&d.spec, req.headers()).map(|t| (d, t)),
+                Err(e) => Err(e),
+            };
+            let (deployment, ticket) = admitted.inspect_err(|_| {
+                Metrics::inc(&self.metrics.calls_refused);
+            })?;
             let opts = CallOptions {
                 env: &deployment.env,
                 limits: deployment.limits,
@@ -200,22 +205,27 @@ impl Node {
                 ))
             }
         };
-        let artifact: Cid = spec
-            .artifact
-            .parse()
-            .map_err(|_| ProviderError::Spec(format!("artifact {:?} is not a CID", spec.artifact)))?;
+        let artifact: Cid = spec.artifact.parse().map_err(|_| {
+            ProviderError::Spec(format!("artifact {:?} is not a CID", spec.artifact))
+        })?;
         let prepared = match self.runtime.get(&spec.artifact) {
             Some(p) => p,
             None => match self.runtime.load_cached(&spec.artifact, kind).await {
                 Ok(Some(p)) => p,
                 _ => {
-                    let wasm = self.fetch(&artifact, self.config.max_artifact_bytes).await?;
+                    let wasm = self
+                        .fetch(&artifact, self.config.max_artifact_bytes)
+                        .await?;
                     self.runtime.prepare(&spec.artifact, kind, wasm).await?
                 }
             },
         };
         let limits = self.limits_for(&spec);
-        let env = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         tracing::info!(artifact = %artifact, runtime = %spec.runtime, "deployment ready");
         Ok(Arc::new(Deployment {
             spec,
@@ -245,9 +255,14 @@ impl Node {
     fn limits_for(&self, spec: &Spec) -> Limits {
         let asked = Limits {
             timeout: Duration::from_millis(
-                spec.limits.timeout_ms.unwrap_or(self.config.default_timeout_ms),
+                spec.limits
+                    .timeout_ms
+                    .unwrap_or(self.config.default_timeout_ms),
             ),
-            memory_bytes: mib(spec.limits.memory_mb.unwrap_or(self.config.default_memory_mb)),
+            memory_bytes: mib(spec
+                .limits
+                .memory_mb
+                .unwrap_or(self.config.default_memory_mb)),
             max_request_bytes: spec
                 .limits
                 .max_request_bytes

@@ -86,7 +86,11 @@ impl Net {
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
-        let r = client().get(format!("{}{path}", self.url)).send().await.unwrap();
+        let r = client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 }
@@ -102,7 +106,10 @@ fn client() -> reqwest::Client {
 async fn examples_answer_over_http() {
     let net = start(|_| {}).await;
     let hello = net.deploy(&khachapuri_testkit::hello(), RuntimeKind::WasiHttp, |_| {});
-    assert_eq!(net.get(&format!("/{hello}")).await, (200, "Hello from Khachapuri!\n".into()));
+    assert_eq!(
+        net.get(&format!("/{hello}")).await,
+        (200, "Hello from Khachapuri!\n".into())
+    );
     assert_eq!(net.get(&format!("/{hello}/")).await.0, 200);
 
     let echo = net.deploy(&khachapuri_testkit::echo(), RuntimeKind::WasiHttp, |_| {});
@@ -136,21 +143,38 @@ async fn faults_are_answers_and_the_node_keeps_serving() {
         s.limits.timeout_ms = Some(1_000);
         s.limits.memory_mb = Some(32);
     });
-    for (path, status) in [("/trap", 500), ("/loop", 504), ("/memory", 500), ("/flood", 502)] {
+    for (path, status) in [
+        ("/trap", 500),
+        ("/loop", 504),
+        ("/memory", 500),
+        ("/flood", 502),
+    ] {
         let (got, body) = net.get(&format!("/{faults}{path}")).await;
         assert_eq!(got, status, "{path}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["kind"], "guest_fault", "{path}: {body}");
-        assert_eq!(net.get(&format!("/{hello}")).await.0, 200, "healthy after {path}");
+        assert_eq!(
+            net.get(&format!("/{hello}")).await.0,
+            200,
+            "healthy after {path}"
+        );
     }
     for name in ["trap", "loop", "memory", "flood"] {
-        let wagi = net.deploy(&khachapuri_testkit::wagi_wat(name), RuntimeKind::Wagi, |s| {
-            s.limits.timeout_ms = Some(1_000);
-            s.limits.memory_mb = Some(32);
-        });
+        let wagi = net.deploy(
+            &khachapuri_testkit::wagi_wat(name),
+            RuntimeKind::Wagi,
+            |s| {
+                s.limits.timeout_ms = Some(1_000);
+                s.limits.memory_mb = Some(32);
+            },
+        );
         let (got, body) = net.get(&format!("/{wagi}/")).await;
         assert!(got >= 500, "wagi {name}: {got} {body}");
-        assert_eq!(net.get(&format!("/{hello}")).await.0, 200, "healthy after wagi {name}");
+        assert_eq!(
+            net.get(&format!("/{hello}")).await.0,
+            200,
+            "healthy after wagi {name}"
+        );
     }
     // The sandbox: env only from the spec, no outgoing HTTP, no filesystem.
     let env = net.deploy(&khachapuri_testkit::faults(), RuntimeKind::WasiHttp, |s| {
@@ -165,7 +189,10 @@ async fn faults_are_answers_and_the_node_keeps_serving() {
     assert!(!body.contains("allowed"), "{body}");
 
     let metrics = net.get("/metrics").await.1;
-    assert!(metrics.contains("khachapuri_calls_faulted_total 8"), "{metrics}");
+    assert!(
+        metrics.contains("khachapuri_calls_faulted_total 8"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -214,11 +241,19 @@ async fn a_full_node_answers_503_with_retry_after() {
     });
     let hello = net.deploy(&khachapuri_testkit::hello(), RuntimeKind::WasiHttp, |_| {});
     assert_eq!(net.get(&format!("/{hello}")).await.0, 200, "warm up hello");
-    assert_eq!(net.get(&format!("/{faults}")).await.0, 200, "warm up faults");
+    assert_eq!(
+        net.get(&format!("/{faults}")).await.0,
+        200,
+        "warm up faults"
+    );
     let url = format!("{}/{faults}/loop", net.url);
     let busy = tokio::spawn(async move { client().get(url).send().await.unwrap().status() });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = client().get(format!("{}/{hello}", net.url)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/{hello}", net.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(busy.await.unwrap(), 504);
@@ -238,7 +273,10 @@ async fn discovery_metrics_and_gateway() {
     net.get(&format!("/{hello}")).await;
     let metrics = net.get("/metrics").await.1;
     assert!(metrics.contains("khachapuri_calls_ok_total 2"), "{metrics}");
-    assert!(metrics.contains("khachapuri_spec_cache_hits_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("khachapuri_spec_cache_hits_total 1"),
+        "{metrics}"
+    );
     // The node re-serves what it fetched, verified, at /ipfs/{cid}.
     let r = client()
         .get(format!("{}/ipfs/{hello}?format=raw", net.url))

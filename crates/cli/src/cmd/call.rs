@@ -39,7 +39,12 @@ pub struct CallArgs {
 /// Sends the request and streams the answer to stdout.
 pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
     let profile = home.active_profile()?;
-    let url = target_url(&args.target, args.path.as_deref(), args.provider.as_deref(), &profile)?;
+    let url = target_url(
+        &args.target,
+        args.path.as_deref(),
+        args.provider.as_deref(),
+        &profile,
+    )?;
     let body = match args.data.as_deref() {
         None => None,
         Some(d) => Some(read_data(d).await?),
@@ -49,17 +54,24 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
         (None, Some(_)) => "POST".to_string(),
         (None, None) => "GET".to_string(),
     };
-    let method = reqwest::Method::from_bytes(method_name.as_bytes())
-        .map_err(|_| hint(format!("{method_name:?} is not an HTTP method"), "use e.g. -X POST"))?;
+    let method = reqwest::Method::from_bytes(method_name.as_bytes()).map_err(|_| {
+        hint(
+            format!("{method_name:?} is not an HTTP method"),
+            "use e.g. -X POST",
+        )
+    })?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(args.timeout))
         .build()
         .context("cannot build the HTTP client")?;
     let mut req = client.request(method, &url);
     for h in &args.headers {
-        let (k, v) = h
-            .split_once(':')
-            .ok_or_else(|| hint(format!("header {h:?} has no ':'"), "write headers as -H 'Name: value'"))?;
+        let (k, v) = h.split_once(':').ok_or_else(|| {
+            hint(
+                format!("header {h:?} has no ':'"),
+                "write headers as -H 'Name: value'",
+            )
+        })?;
         req = req.header(k.trim(), v.trim());
     }
     if let Some(body) = body {
@@ -76,7 +88,11 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
     if args.include {
         let mut head = format!("{:?} {}\r\n", resp.version(), status);
         for (k, v) in resp.headers() {
-            head.push_str(&format!("{}: {}\r\n", k, String::from_utf8_lossy(v.as_bytes())));
+            head.push_str(&format!(
+                "{}: {}\r\n",
+                k,
+                String::from_utf8_lossy(v.as_bytes())
+            ));
         }
         head.push_str("\r\n");
         printer.bytes(head.as_bytes())?;
@@ -102,12 +118,16 @@ fn target_url(
         target.trim_end_matches('/').to_string()
     } else {
         let entry = match provider {
-            Some(name) => profile.providers.iter().find(|p| p.name == name).ok_or_else(|| {
-                hint(
-                    format!("no provider named {name:?} in the active profile"),
-                    "`khachapuri info` lists the known providers",
-                )
-            })?,
+            Some(name) => profile
+                .providers
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| {
+                    hint(
+                        format!("no provider named {name:?} in the active profile"),
+                        "`khachapuri info` lists the known providers",
+                    )
+                })?,
             None => profile.providers.first().ok_or_else(|| {
                 hint(
                     "no provider to call: the active profile lists none",
@@ -129,7 +149,10 @@ async fn read_data(d: &str) -> anyhow::Result<Vec<u8>> {
         Some("-") => {
             use tokio::io::AsyncReadExt;
             let mut buf = Vec::new();
-            tokio::io::stdin().read_to_end(&mut buf).await.context("cannot read stdin")?;
+            tokio::io::stdin()
+                .read_to_end(&mut buf)
+                .await
+                .context("cannot read stdin")?;
             Ok(buf)
         }
         Some(file) => tokio::fs::read(file)
@@ -153,7 +176,10 @@ mod tests {
             url: "http://127.0.0.1:8080/".into(),
             address: None,
         });
-        assert_eq!(target_url("bafy", None, None, &p).expect("url"), "http://127.0.0.1:8080/bafy");
+        assert_eq!(
+            target_url("bafy", None, None, &p).expect("url"),
+            "http://127.0.0.1:8080/bafy"
+        );
         assert_eq!(
             target_url("bafy", Some("a/b?x=1"), Some("dev"), &p).expect("url"),
             "http://127.0.0.1:8080/bafy/a/b?x=1"

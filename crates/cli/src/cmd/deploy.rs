@@ -74,7 +74,8 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         (None, None) => detect_runtime(&wasm)?,
     };
 
-    let mut env: BTreeMap<String, String> = manifest.as_ref().map(|m| m.env.clone()).unwrap_or_default();
+    let mut env: BTreeMap<String, String> =
+        manifest.as_ref().map(|m| m.env.clone()).unwrap_or_default();
     for kv in &args.env {
         let (k, v) = kv
             .split_once('=')
@@ -92,7 +93,8 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         ));
     }
     for f in &env_files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         env.extend(parse_env_file(&text).with_context(|| format!("in {}", f.display()))?);
     }
 
@@ -104,7 +106,11 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         },
     )
     .context("bad store URL in the profile")?;
-    printer.status(format!("uploading {} ({} bytes)", artifact_path.display(), wasm.len()));
+    printer.status(format!(
+        "uploading {} ({} bytes)",
+        artifact_path.display(),
+        wasm.len()
+    ));
     let artifact_cid = publish(&kubo, "artifact.wasm", wasm.into()).await.map_err(|e| {
         hint(
             format!("cannot upload the artifact to {store_url}: {e:#}"),
@@ -119,11 +125,19 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
     let mut spec = Spec::new(artifact_cid.to_string(), runtime, created_at);
     spec.env = env;
     spec.limits = Limits {
-        timeout_ms: args.timeout.or(manifest.as_ref().and_then(|m| m.limits.timeout_ms)),
-        memory_mb: args.memory.or(manifest.as_ref().and_then(|m| m.limits.memory_mb)),
-        ..manifest.as_ref().map(|m| m.limits.clone()).unwrap_or_default()
+        timeout_ms: args
+            .timeout
+            .or(manifest.as_ref().and_then(|m| m.limits.timeout_ms)),
+        memory_mb: args
+            .memory
+            .or(manifest.as_ref().and_then(|m| m.limits.memory_mb)),
+        ..manifest
+            .as_ref()
+            .map(|m| m.limits.clone())
+            .unwrap_or_default()
     };
-    spec.validate().map_err(|e| hint(e.to_string(), "check --env names and limits"))?;
+    spec.validate()
+        .map_err(|e| hint(e.to_string(), "check --env names and limits"))?;
     if !args.public {
         printer.status("note: sealed deployments arrive with paid calls; publishing a public spec");
     }
@@ -137,7 +151,9 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         .first()
         .map(|p| format!("{}/{}", p.url.trim_end_matches('/'), cid));
     if args.json {
-        printer.json(&json!({"cid": cid.to_string(), "artifact_cid": artifact_cid.to_string(), "url": url}));
+        printer.json(
+            &json!({"cid": cid.to_string(), "artifact_cid": artifact_cid.to_string(), "url": url}),
+        );
     } else {
         printer.data(cid);
         if let Some(url) = url {
@@ -194,4 +210,3 @@ mod tests {
         assert!(detect_runtime(b"\x7fELF....").is_err());
     }
 }
-

@@ -1,7 +1,11 @@
 //! `khachapuri dev`: a whole local network in one process, for trying things out and for
-//! developing functions: a content store, a provider named `dev`, and (once the chain
-//! layer is wired) a local chain. Writes and activates the `dev` profile so every other
-//! command works against it with no flags.
+//! developing functions: a local chain (anvil) with the contracts deployed and MockUSDC
+//! minted to the dev wallets, a content store, and a provider named `dev` registered
+//! on-chain. Writes and activates the `dev` profile so every other command works against
+//! it with no flags.
+//!
+//! Dev accounts: anvil account 0 deploys the contracts and is the profile's wallet (the
+//! caller who pays); account 1 operates the `dev` provider.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +31,12 @@ pub struct DevArgs {
     /// Address of the dev provider.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub provider_listen: SocketAddr,
+    /// Port of the local chain (anvil) on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 8545)]
+    pub chain_port: u16,
+    /// MockUSDC minted to each dev wallet.
+    #[arg(long, default_value = "10000")]
+    pub mint: String,
     /// Print the endpoints as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -40,32 +50,87 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     let store_url = format!("http://{}", store_listener.local_addr()?);
     let provider_url = format!("http://{}", provider_listener.local_addr()?);
 
+    let mint = khachapuri_chain::parse_usdc(&args.mint).map_err(|e| {
+        hint(
+            format!("--mint {:?}: {e}", args.mint),
+            "write an amount like 10000 or 2.5",
+        )
+    })?;
+    printer.status("starting the local chain (anvil) and deploying the contracts…");
+    let anvil = spawn_anvil(args.chain_port, printer)?;
+    let rpc_url = anvil.endpoint();
+    let (_deployer, deployment) = khachapuri_chain::dev_network(&anvil, mint)
+        .await
+        .context("cannot deploy the contracts to the local chain")?;
+    let operator = khachapuri_chain::dev_signer(1);
+    let operator_address = operator.address();
+    let (_, x25519_public) =
+        super::provider_register::load_or_create_x25519(&base.join("provider").join("x25519.key"))?;
+    let operator_chain = khachapuri_chain::Chain::connect(&rpc_url, Some(operator))
+        .await
+        .context("cannot connect to the local chain")?;
+    khachapuri_chain::RegistryClient::new(&operator_chain, deployment.registry)
+        .register_or_update(&khachapuri_chain::Registration {
+            name: "dev".into(),
+            operator: operator_address,
+            url: provider_url.clone(),
+            pubkey: x25519_public,
+            regions: vec!["local".into()],
+            contact: String::new(),
+        })
+        .await
+        .context("cannot register the dev provider")?;
+
     let store = khachapuri_store::Blockstore::open(base.join("store"))
         .context("cannot open the dev content store")?;
     let node_config = khachapuri_provider::NodeConfig {
         listen: provider_listener.local_addr()?,
         name: "dev".into(),
+        address: Some(operator_address.to_string()),
         data_dir: base.join("provider"),
         gateways: vec![store_url.clone()],
         free: true,
         ..Default::default()
     };
     if !args.free {
-        printer.status("note: paid calls are not wired yet; the dev provider serves calls free of charge");
+        printer.status(
+            "note: paid calls are not wired yet; the dev provider serves calls free of charge",
+        );
     }
     let node = khachapuri_provider::Node::new(node_config, Box::new(khachapuri_provider::Free))
         .context("cannot start the dev provider")?;
 
-    let profile = Profile {
+    let mut profile = Profile {
         store_url: Some(store_url.clone()),
         gateways: vec![store_url.clone()],
         providers: vec![ProviderEntry {
             name: "dev".into(),
             url: provider_url.clone(),
-            address: None,
+            address: Some(operator_address.to_string()),
         }],
         ..home.profile("dev").unwrap_or_default()
     };
+    let chain_keys = [
+        ("rpc_url", toml::Value::String(rpc_url.clone())),
+        (
+            "chain_id",
+            toml::Value::Integer(i64::try_from(deployment.chain_id).unwrap_or(i64::MAX)),
+        ),
+        ("escrow", toml::Value::String(deployment.escrow.to_string())),
+        (
+            "registry",
+            toml::Value::String(deployment.registry.to_string()),
+        ),
+        ("token", toml::Value::String(deployment.token.to_string())),
+        // Anvil's well-known account 0: a dev-only key, public by design.
+        (
+            "dev_key",
+            toml::Value::String(khachapuri_chain::DEV_KEYS[0].to_string()),
+        ),
+    ];
+    for (k, v) in chain_keys {
+        profile.extra.insert(k.to_string(), v);
+    }
     home.save_profile("dev", &profile)?;
     home.save_config(&Config {
         active_profile: Some("dev".into()),
@@ -84,25 +149,72 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     ));
 
     if args.json {
-        printer.json(&json!({"store_url": store_url, "provider_url": provider_url, "home": home.root().display().to_string()}));
+        printer.json(&json!({
+            "store_url": store_url,
+            "provider_url": provider_url,
+            "rpc_url": rpc_url,
+            "chain_id": deployment.chain_id,
+            "escrow": deployment.escrow.to_string(),
+            "registry": deployment.registry.to_string(),
+            "token": deployment.token.to_string(),
+            "home": home.root().display().to_string(),
+        }));
     } else {
+        printer.data(format!(
+            "chain     {rpc_url}  (chain id {})",
+            deployment.chain_id
+        ));
+        printer.data(format!("escrow    {}", deployment.escrow));
+        printer.data(format!("registry  {}", deployment.registry));
+        printer.data(format!("token     {}  (MockUSDC)", deployment.token));
         printer.data(format!("store     {store_url}"));
-        printer.data(format!("provider  {provider_url}  (name: dev)"));
+        printer.data(format!(
+            "provider  {provider_url}  (name: dev, operator {operator_address})"
+        ));
     }
     printer.status("dev network ready; profile `dev` is active. Try: khachapuri deploy examples/hello && khachapuri call <cid>");
     printer.status("press Ctrl-C to stop");
 
+    let mut store_task = store_task;
+    let mut provider_task = provider_task;
     tokio::select! {
         () = signal::terminated() => printer.status("stopping…"),
-        r = wait_server(store_task, "store") => r?,
-        r = wait_server(provider_task, "provider") => r?,
+        r = wait_server(&mut store_task, "store") => r?,
+        r = wait_server(&mut provider_task, "provider") => r?,
     }
     trigger.fire();
+    // Let in-flight requests finish, then stop anvil (dropping it kills the child).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let _ = store_task.await;
+        let _ = provider_task.await;
+    })
+    .await;
+    drop(anvil);
     Ok(())
 }
 
+/// Starts anvil on `port`, or on a free port when that one is taken.
+fn spawn_anvil(port: u16, printer: &Printer) -> anyhow::Result<khachapuri_chain::Anvil> {
+    let options = |port| khachapuri_chain::AnvilOptions {
+        port,
+        ..Default::default()
+    };
+    if port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        printer.status(format!(
+            "port {port} is in use; the chain listens on a free port instead"
+        ));
+        return spawn_anvil(0, printer);
+    }
+    khachapuri_chain::Anvil::spawn_with(options(port)).map_err(|e| {
+        hint(
+            format!("cannot start anvil: {e}"),
+            "install the tools with scripts/setup (anvil comes from npm @foundry-rs/anvil), or put anvil on PATH",
+        )
+    })
+}
+
 async fn wait_server(
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: &mut tokio::task::JoinHandle<std::io::Result<()>>,
     what: &str,
 ) -> anyhow::Result<()> {
     task.await

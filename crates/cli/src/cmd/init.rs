@@ -63,7 +63,10 @@ pub async fn run(args: InitArgs, _home: &Home, printer: &Printer) -> anyhow::Res
                     name,
                     "wasi-http",
                     "cargo build --target wasm32-wasip2 --release",
-                    &format!("target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_")),
+                    &format!(
+                        "target/wasm32-wasip2/release/{}.wasm",
+                        name.replace('-', "_")
+                    ),
                 ),
             ),
             (".gitignore", "/target\n".into()),

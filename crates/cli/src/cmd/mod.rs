@@ -2,17 +2,17 @@
 
 pub mod build;
 pub mod call;
+pub mod chainctx;
 pub mod deploy;
 pub mod dev;
+pub mod escrow;
 pub mod info;
 pub mod init;
-pub mod provider_run;
-pub mod store;
-pub mod chainctx;
-pub mod escrow;
 pub mod provider;
 pub mod provider_register;
+pub mod provider_run;
 pub mod registry;
+pub mod store;
 pub mod wallet;
 
 use crate::cli::{Cli, Command};

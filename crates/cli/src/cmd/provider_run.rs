@@ -54,7 +54,9 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
         printer.status("note: paid calls are not wired yet; serving calls free of charge");
     }
     printer.data(format!("http://{addr}"));
-    printer.status(format!("provider listening on http://{addr}; Ctrl-C stops it"));
+    printer.status(format!(
+        "provider listening on http://{addr}; Ctrl-C stops it"
+    ));
     khachapuri_provider::serve(listener, Arc::new(node), signal::terminated())
         .await
         .context("the provider server failed")?;
@@ -65,12 +67,16 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
 /// Defaults → file → env/flags.
 fn resolve(args: &RunArgs, home: &Home) -> anyhow::Result<NodeConfig> {
     let default_file = home.root().join("provider.toml");
-    let file = args.config.clone().or_else(|| default_file.is_file().then_some(default_file));
+    let file = args
+        .config
+        .clone()
+        .or_else(|| default_file.is_file().then_some(default_file));
     let mut config = match &file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("{} is not a valid provider config", path.display()))?
+            toml::from_str(&text)
+                .with_context(|| format!("{} is not a valid provider config", path.display()))?
         }
         None => NodeConfig {
             data_dir: home.root().join("provider"),
@@ -93,6 +99,8 @@ fn resolve(args: &RunArgs, home: &Home) -> anyhow::Result<NodeConfig> {
     if config.data_dir.is_relative() {
         config.data_dir = home.root().join(&config.data_dir);
     }
-    config.validate().map_err(|e| hint(e.to_string(), "fix the provider config and try again"))?;
+    config
+        .validate()
+        .map_err(|e| hint(e.to_string(), "fix the provider config and try again"))?;
     Ok(config)
 }
