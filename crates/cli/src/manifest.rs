@@ -39,7 +39,10 @@ pub struct Manifest {
     pub limits: Limits,
     /// Default provider to seal the spec to.
     #[serde(default)]
-    #[allow(dead_code, reason = "read by deploy once sealed specs land (paid-calls issue)")]
+    #[allow(
+        dead_code,
+        reason = "read by deploy once sealed specs land (paid-calls issue)"
+    )]
     pub provider: Option<String>,
 }
 

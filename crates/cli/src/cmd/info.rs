@@ -31,7 +31,7 @@ pub async fn run(args: InfoArgs, home: &Home, printer: &Printer) -> anyhow::Resu
         "providers": providers,
     });
     if let Value::Object(map) = &mut doc {
-        for (k, v) in &profile.extra {
+        for (k, v) in public_extra(&profile) {
             map.insert(k.clone(), serde_json::to_value(v)?);
         }
     }
@@ -59,8 +59,16 @@ pub async fn run(args: InfoArgs, home: &Home, printer: &Printer) -> anyhow::Resu
             p.address.as_deref().unwrap_or("")
         ));
     }
-    for (k, v) in &profile.extra {
+    for (k, v) in public_extra(&profile) {
         printer.data(format!("{k}: {v}"));
     }
     Ok(())
+}
+
+/// Profile entries safe to print: keys and passwords never reach the terminal or logs.
+fn public_extra(profile: &crate::home::Profile) -> impl Iterator<Item = (&String, &toml::Value)> {
+    profile
+        .extra
+        .iter()
+        .filter(|(k, _)| !(k.ends_with("_key") || k.contains("password") || k.contains("secret")))
 }
