@@ -19,5 +19,5 @@ pub use gate::{Gate, Receipt};
 pub use ledger::{ChannelRow, Charge, Ledger, LedgerStatus, Reservation};
 pub use payment::{decode_payment, encode_payment, PAYMENT_HEADER, RECEIPT_HEADER};
 pub use pricing::{base_to_micro, micro_to_base_ceil, Pricing, Usage, MICRO_PER_BASE};
-pub use settle::{Backoff, SettleReport, Settler};
+pub use settle::{classify_event, Backoff, EventAction, SettlePolicy, SettleReport, Settler};
 pub use verify::{ChannelCache, VoucherVerifier};

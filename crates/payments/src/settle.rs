@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use khachapuri_chain::bindings::Escrow::EscrowEvents;
 use khachapuri_chain::{Address, ChainError, EscrowClient, SignedVoucher, B256, U256};
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::error::{PaymentError, Result};
@@ -228,9 +230,141 @@ impl Settler {
     }
 }
 
+/// When settlement runs on its own (see [`Settler::run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettlePolicy {
+    /// Settle whatever is pending at least this often.
+    pub interval: Duration,
+    /// Settle as soon as pending (unredeemed) value reaches this many base units.
+    pub threshold: U256,
+    /// How often the threshold is checked (a cheap ledger query).
+    pub check_every: Duration,
+}
+
+impl Default for SettlePolicy {
+    /// Hourly, or at 10 USDC pending, checked every 10 s.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
+            threshold: U256::from(10_000_000u64),
+            check_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What an escrow event means for this provider's payments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventAction {
+    /// Not about a channel to this provider.
+    Ignore,
+    /// The channel of this payer changed: drop it from the [`crate::ChannelCache`].
+    Invalidate(Address),
+    /// The payer asked to unlock: invalidate and settle at once, before the reclaim.
+    SettleNow(Address),
+}
+
+/// Classifies an escrow event (from [`khachapuri_chain::EventPoller`]) for provider `me`.
+pub fn classify_event(event: &EscrowEvents, me: Address) -> EventAction {
+    let (payer, provider, settle) = match event {
+        EscrowEvents::UnlockRequested(e) => (e.payer, e.provider, true),
+        EscrowEvents::Funded(e) => (e.payer, e.provider, false),
+        EscrowEvents::UnlockCancelled(e) => (e.payer, e.provider, false),
+        EscrowEvents::Reclaimed(e) => (e.payer, e.provider, false),
+        EscrowEvents::Redeemed(e) => (e.payer, e.provider, false),
+        _ => return EventAction::Ignore,
+    };
+    match (provider == me, settle) {
+        (false, _) => EventAction::Ignore,
+        (true, true) => EventAction::SettleNow(payer),
+        (true, false) => EventAction::Invalidate(payer),
+    }
+}
+
+impl Settler {
+    /// Settles forever: every `policy.interval` when anything is pending, as soon as
+    /// pending value reaches `policy.threshold`, and at once when `wake` is notified (an
+    /// unlock was seen, or `khachapuri provider settle`). Failures are logged and retried
+    /// on the next occasion; returns when `shutdown` completes.
+    pub async fn run(
+        &self,
+        policy: SettlePolicy,
+        wake: Arc<Notify>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut last = tokio::time::Instant::now();
+        loop {
+            let forced = tokio::select! {
+                () = &mut shutdown => return,
+                () = wake.notified() => true,
+                () = tokio::time::sleep(policy.check_every) => false,
+            };
+            let pending = match self.ledger(|l| l.status()).await {
+                Ok(s) => s.pending,
+                Err(e) => {
+                    warn!(%e, "settlement: cannot read the ledger");
+                    continue;
+                }
+            };
+            let due = forced
+                || pending >= policy.threshold
+                || (!pending.is_zero() && last.elapsed() >= policy.interval);
+            if !due {
+                continue;
+            }
+            match self.settle_once().await {
+                Ok(r) => {
+                    last = tokio::time::Instant::now();
+                    if r.submitted > 0 {
+                        info!(vouchers = r.submitted, paid = %r.paid, "settled");
+                    }
+                }
+                Err(e) => warn!(%e, "settlement failed; will retry"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_for_this_provider_are_classified() {
+        use khachapuri_chain::bindings::Escrow;
+        let me = Address::repeat_byte(2);
+        let payer = Address::repeat_byte(1);
+        let unlock = |provider| {
+            EscrowEvents::UnlockRequested(Escrow::UnlockRequested {
+                payer,
+                provider,
+                epoch: 0,
+                unlockAt: 9,
+            })
+        };
+        assert_eq!(
+            classify_event(&unlock(me), me),
+            EventAction::SettleNow(payer)
+        );
+        assert_eq!(
+            classify_event(&unlock(Address::repeat_byte(3)), me),
+            EventAction::Ignore
+        );
+        let funded = EscrowEvents::Funded(Escrow::Funded {
+            payer,
+            provider: me,
+            epoch: 0,
+            amount: U256::from(1),
+            funds: U256::from(1),
+        });
+        assert_eq!(classify_event(&funded, me), EventAction::Invalidate(payer));
+        let deposited = EscrowEvents::Deposited(Escrow::Deposited {
+            payer,
+            amount: U256::from(1),
+            balance: U256::from(1),
+        });
+        assert_eq!(classify_event(&deposited, me), EventAction::Ignore);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_with_backoff_only() {

@@ -5,12 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use khachapuri_chain::{
     dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient, Token, Voucher, U256,
 };
 use khachapuri_payments::{
-    decode_payment, encode_payment, Ledger, PaymentError, Pricing, Settler, Usage, VoucherVerifier,
+    decode_payment, encode_payment, Ledger, PaymentError, Pricing, SettlePolicy, Settler, Usage,
+    VoucherVerifier,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,4 +151,44 @@ async fn settles_recorded_vouchers_once_and_exactly() {
         before + parse_usdc("3.5").unwrap()
     );
     assert_eq!(settler.settle_once().await.unwrap().submitted, 0);
+
+    // The background loop settles at once when woken (an unlock was seen).
+    let wake = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = {
+        let settler = settler.clone();
+        let wake = wake.clone();
+        tokio::spawn(async move {
+            let policy = SettlePolicy {
+                interval: Duration::from_secs(3600),
+                threshold: U256::MAX,
+                check_every: Duration::from_secs(3600),
+            };
+            settler
+                .run(policy, wake, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        })
+    };
+    let four = Voucher {
+        payer,
+        provider,
+        epoch: 0,
+        amount: parse_usdc("4").unwrap(),
+    }
+    .sign(&payer_key, d.chain_id, d.escrow)
+    .unwrap();
+    assert!(ledger.record_voucher(&four).unwrap());
+    wake.notify_one();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while escrow.channel(payer, provider).await.unwrap().redeemed != parse_usdc("4").unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "woken settlement did not happen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(()).unwrap();
+    runner.await.unwrap();
 }
