@@ -117,7 +117,9 @@ pub struct Charge {
 
 struct Inner {
     conn: Connection,
-    reserved: HashMap<(Address, u64), U256>,
+    /// Write-through cache of the rows calls touch (and their in-memory reservations), so
+    /// a prepaid call costs one UPDATE and no SELECT or JSON parsing.
+    rows: HashMap<(Address, u64), ChannelRow>,
 }
 
 /// The durable ledger. See the module docs: every method blocks.
@@ -168,7 +170,7 @@ impl Ledger {
         Ok(Self {
             inner: Mutex::new(Inner {
                 conn,
-                reserved: HashMap::new(),
+                rows: HashMap::new(),
             }),
         })
     }
@@ -184,6 +186,12 @@ impl Ledger {
     pub fn record_voucher(&self, voucher: &SignedVoucher) -> Result<bool> {
         let mut inner = self.lock();
         let v = &voucher.voucher;
+        let k = (v.payer, v.epoch);
+        if let Some(row) = Self::load(&mut inner, v.payer, v.epoch)? {
+            if row.best.voucher.amount >= v.amount {
+                return Ok(false);
+            }
+        }
         let (payer, epoch) = (key(v.payer), v.epoch.to_string());
         set_sync(&inner.conn, true)?;
         let tx = inner
@@ -217,17 +225,46 @@ impl Ledger {
         };
         if improved {
             tx.commit()?;
+            match inner.rows.get_mut(&k) {
+                Some(row) => row.best = voucher.clone(),
+                None => {
+                    inner.rows.insert(
+                        k,
+                        ChannelRow {
+                            best: voucher.clone(),
+                            consumed: U256::ZERO,
+                            reserved: U256::ZERO,
+                            redeemed: U256::ZERO,
+                            closed: false,
+                        },
+                    );
+                }
+            }
         }
         Ok(improved)
     }
 
     /// The ledger's view of channel `(payer, epoch)`, if it holds a voucher for it.
     pub fn channel(&self, payer: Address, epoch: u64) -> Result<Option<ChannelRow>> {
-        let inner = self.lock();
-        Self::row(&inner, payer, epoch)
+        let mut inner = self.lock();
+        Ok(Self::load(&mut inner, payer, epoch)?.cloned())
     }
 
-    fn row(inner: &Inner, payer: Address, epoch: u64) -> Result<Option<ChannelRow>> {
+    /// The cached row, loaded from the database on first use.
+    fn load(inner: &mut Inner, payer: Address, epoch: u64) -> Result<Option<&mut ChannelRow>> {
+        let k = (payer, epoch);
+        if !inner.rows.contains_key(&k) {
+            match Self::read_row(inner, payer, epoch)? {
+                Some(row) => {
+                    inner.rows.insert(k, row);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(inner.rows.get_mut(&k))
+    }
+
+    fn read_row(inner: &Inner, payer: Address, epoch: u64) -> Result<Option<ChannelRow>> {
         let raw: Option<(String, String, String, bool)> = inner
             .conn
             .query_row(
@@ -242,11 +279,7 @@ impl Ledger {
         Ok(Some(ChannelRow {
             best: voucher_of(&voucher)?,
             consumed: num(&consumed)?,
-            reserved: inner
-                .reserved
-                .get(&(payer, epoch))
-                .copied()
-                .unwrap_or_default(),
+            reserved: U256::ZERO,
             redeemed: num(&redeemed)?,
             closed,
         }))
@@ -256,17 +289,20 @@ impl Ledger {
     /// `max_cost` (micro-units), holding `max_cost` until the reservation is settled.
     pub fn try_consume(&self, payer: Address, epoch: u64, max_cost: U256) -> Result<Reservation> {
         let mut inner = self.lock();
-        let available = match Self::row(&inner, payer, epoch)? {
+        let row = Self::load(&mut inner, payer, epoch)?;
+        let available = match &row {
             Some(row) if !row.closed => row.available(),
             _ => U256::ZERO,
         };
-        if available < max_cost {
-            return Err(PaymentError::InsufficientCredit {
-                needed: max_cost,
-                available,
-            });
+        match row {
+            Some(row) if available >= max_cost => row.reserved += max_cost,
+            _ => {
+                return Err(PaymentError::InsufficientCredit {
+                    needed: max_cost,
+                    available,
+                })
+            }
         }
-        *inner.reserved.entry((payer, epoch)).or_default() += max_cost;
         Ok(Reservation {
             payer,
             epoch,
@@ -279,29 +315,27 @@ impl Ledger {
     /// not run.
     pub fn settle_reservation(&self, res: Reservation, actual_cost: U256) -> Result<Charge> {
         let mut inner = self.lock();
-        let k = (res.payer, res.epoch);
-        if let Some(r) = inner.reserved.get_mut(&k) {
-            *r = r.saturating_sub(res.amount);
-            if r.is_zero() {
-                inner.reserved.remove(&k);
-            }
-        }
         let cost = actual_cost.min(res.amount);
-        let row = Self::row(&inner, res.payer, res.epoch)?.ok_or_else(|| {
+        let row = Self::load(&mut inner, res.payer, res.epoch)?.ok_or_else(|| {
             PaymentError::Corrupt("reservation for a channel the ledger does not hold".into())
         })?;
+        row.reserved = row.reserved.saturating_sub(res.amount);
         let consumed = row.consumed.saturating_add(cost);
+        let authorized = row.authorized_micro();
         if !cost.is_zero() {
             set_sync(&inner.conn, false)?;
             inner.conn.execute(
                 "UPDATE channels SET consumed = ?3 WHERE payer = ?1 AND epoch = ?2",
                 params![key(res.payer), res.epoch.to_string(), consumed.to_string()],
             )?;
+            if let Some(row) = inner.rows.get_mut(&(res.payer, res.epoch)) {
+                row.consumed = consumed;
+            }
         }
         Ok(Charge {
             cost,
             consumed,
-            authorized: row.authorized_micro(),
+            authorized,
         })
     }
 
@@ -351,6 +385,9 @@ impl Ledger {
                     params![key(payer), epoch.to_string(), amount.to_string()],
                 )?;
                 tx.commit()?;
+                if let Some(row) = inner.rows.get_mut(&(payer, epoch)) {
+                    row.redeemed = amount;
+                }
             }
         }
         Ok(())
@@ -359,12 +396,15 @@ impl Ledger {
     /// Marks `(payer, epoch)` closed: the chain moved to a later epoch, so its vouchers can
     /// no longer be redeemed and new calls cannot be admitted on it.
     pub fn close(&self, payer: Address, epoch: u64) -> Result<()> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         set_sync(&inner.conn, true)?;
         inner.conn.execute(
             "UPDATE channels SET closed = 1 WHERE payer = ?1 AND epoch = ?2",
             params![key(payer), epoch.to_string()],
         )?;
+        if let Some(row) = inner.rows.get_mut(&(payer, epoch)) {
+            row.closed = true;
+        }
         Ok(())
     }
 
