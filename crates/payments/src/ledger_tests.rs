@@ -193,3 +193,28 @@ fn redeemed_status_and_unredeemed() {
     ledger.record_voucher(&voucher(1, 0, 400)).unwrap();
     assert_eq!(ledger.unredeemed().unwrap().len(), 2);
 }
+
+#[test]
+fn a_better_voucher_keeps_calls_in_flight_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
+    let payer = dev_signer(4).address();
+    ledger.record_voucher(&voucher(4, 0, 1)).unwrap();
+    let a = ledger.try_consume(payer, 0, micro(1)).unwrap();
+    assert!(ledger.record_voucher(&voucher(4, 0, 2)).unwrap());
+    let row = ledger.channel(payer, 0).unwrap().unwrap();
+    assert_eq!((row.reserved, row.available()), (micro(1), micro(1)));
+    assert!(ledger
+        .try_consume(payer, 0, micro(1) + U256::from(1))
+        .is_err());
+    let b = ledger.try_consume(payer, 0, micro(1)).unwrap();
+    ledger.settle_reservation(a, micro(1)).unwrap();
+    let c = ledger.settle_reservation(b, micro(1)).unwrap();
+    assert_eq!(c.consumed, micro(2));
+    // What is cached is what is stored.
+    drop(ledger);
+    let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
+    let row = ledger.channel(payer, 0).unwrap().unwrap();
+    assert_eq!((row.consumed, row.reserved), (micro(2), U256::ZERO));
+    assert_eq!(row.best.voucher.amount, U256::from(2));
+}
