@@ -1,0 +1,108 @@
+//! The one error type of the payments crate.
+
+use khachapuri_chain::{Address, ChainError, U256};
+
+/// Everything that can go wrong with a payment. The provider maps the voucher variants to
+/// 4xx answers (the caller's fault) and the rest to 5xx (ours or the chain's).
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// The call costs money and carries no `Khachapuri-Payment` header.
+    #[error("payment required: send a voucher in the Khachapuri-Payment header")]
+    PaymentRequired,
+    /// The `Khachapuri-Payment` header is not base64url of the expected JSON.
+    #[error("malformed Khachapuri-Payment header: {0}")]
+    MalformedHeader(String),
+    /// The signature is malformed, or recovers to someone other than the payer (which is
+    /// also what a voucher signed for another chain or escrow looks like).
+    #[error("bad voucher signature: {0}")]
+    BadSignature(String),
+    /// The voucher is for another provider.
+    #[error("voucher is for provider {got}, not this provider {expected}")]
+    WrongProvider {
+        /// This provider.
+        expected: Address,
+        /// What the voucher names.
+        got: Address,
+    },
+    /// The voucher's epoch is not the channel's current epoch.
+    #[error("voucher epoch {voucher} does not match the channel epoch {channel}")]
+    WrongEpoch {
+        /// Epoch in the voucher.
+        voucher: u64,
+        /// Epoch of the channel on chain.
+        channel: u64,
+    },
+    /// The voucher authorizes more than the channel was ever funded with.
+    #[error("voucher amount {amount} is above the channel's funds {funds}")]
+    AboveFunds {
+        /// Voucher amount (base units).
+        amount: U256,
+        /// Channel funds (base units).
+        funds: U256,
+    },
+    /// The channel is being closed (`requestUnlock`): no new credit is accepted.
+    #[error("the channel is being unlocked (unlock at {unlock_at}); fund a new epoch")]
+    ChannelUnlocking {
+        /// When the unlock matures (unix seconds).
+        unlock_at: u64,
+    },
+    /// The payer's vouchers do not cover this call's maximum cost.
+    #[error("insufficient credit: need {needed} micro-units, available {available}")]
+    InsufficientCredit {
+        /// Maximum cost of the call (micro-units).
+        needed: U256,
+        /// Authorized minus consumed minus reserved (micro-units).
+        available: U256,
+    },
+    /// The ledger database failed.
+    #[error("ledger: {0}")]
+    Ledger(#[from] rusqlite::Error),
+    /// The ledger holds something it cannot parse (corruption or a newer schema).
+    #[error("ledger data is corrupt: {0}")]
+    Corrupt(String),
+    /// A chain call failed (after retries, for settlement).
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl PaymentError {
+    /// The HTTP status the provider answers with: 400 malformed header, 401 bad signature,
+    /// 402 when more money is needed (no voucher, not enough credit, voucher above the
+    /// channel's funds), 403 for a voucher that can never pay here (other provider, old
+    /// epoch, channel closing), 500 for the node's own failures, 502 for the chain's.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Self::MalformedHeader(_) => 400,
+            Self::BadSignature(_) => 401,
+            Self::PaymentRequired | Self::InsufficientCredit { .. } | Self::AboveFunds { .. } => {
+                402
+            }
+            Self::WrongProvider { .. }
+            | Self::WrongEpoch { .. }
+            | Self::ChannelUnlocking { .. } => 403,
+            Self::Chain(_) => 502,
+            Self::Ledger(_) | Self::Corrupt(_) | Self::Task(_) => 500,
+        }
+    }
+
+    /// Whether the caller is at fault (answer 4xx) rather than the node or the chain (5xx).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Self::PaymentRequired
+                | Self::MalformedHeader(_)
+                | Self::BadSignature(_)
+                | Self::WrongProvider { .. }
+                | Self::WrongEpoch { .. }
+                | Self::AboveFunds { .. }
+                | Self::ChannelUnlocking { .. }
+                | Self::InsufficientCredit { .. }
+        )
+    }
+}
+
+/// Result alias for the payments crate.
+pub type Result<T, E = PaymentError> = std::result::Result<T, E>;

@@ -1,0 +1,443 @@
+//! The provider's durable voucher ledger, on embedded SQLite.
+//!
+//! Per channel `(payer, epoch)` it keeps the best voucher seen (highest cumulative amount,
+//! with its signature: that is what settlement submits), what calls consumed (micro-units)
+//! and what settlement confirmed on chain (base units). A new best voucher is committed with
+//! `synchronous=FULL` (fsync'd) before the call it pays for runs, so a crash or power loss
+//! never loses money the node already served. Consumption is committed with
+//! `synchronous=NORMAL` (durable across process crashes; at power loss it can lag by the last
+//! few calls, which only ever favours the payer). In-flight reservations live in memory: a
+//! crash ends those calls anyway.
+//!
+//! All methods block on SQLite (microseconds to an fsync): from async code call them inside
+//! `tokio::task::spawn_blocking` (the ledger is `Send + Sync`; share it in an `Arc`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use khachapuri_chain::{Address, SignedVoucher, U256};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::{PaymentError, Result};
+use crate::pricing::{base_to_micro, micro_to_base_ceil};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS channels (
+    payer     TEXT NOT NULL,
+    epoch     TEXT NOT NULL,
+    provider  TEXT NOT NULL,
+    amount    TEXT NOT NULL,
+    voucher   TEXT NOT NULL,
+    consumed  TEXT NOT NULL DEFAULT '0',
+    redeemed  TEXT NOT NULL DEFAULT '0',
+    closed    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (payer, epoch)
+);
+";
+
+/// Permission to run one call: `amount` micro-units are held against the channel until
+/// [`Ledger::settle_reservation`] charges the actual cost and releases the rest. Not
+/// `Clone`: it is settled exactly once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reservation {
+    payer: Address,
+    epoch: u64,
+    amount: U256,
+}
+
+impl Reservation {
+    /// Who pays.
+    pub fn payer(&self) -> Address {
+        self.payer
+    }
+    /// Channel epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    /// Micro-units held (the call's maximum cost).
+    pub fn amount(&self) -> U256 {
+        self.amount
+    }
+}
+
+/// One channel as the ledger sees it (for 402 bodies, receipts and `provider status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRow {
+    /// The best voucher seen.
+    pub best: SignedVoucher,
+    /// Micro-units charged so far.
+    pub consumed: U256,
+    /// Micro-units held by calls in flight.
+    pub reserved: U256,
+    /// Base units settlement confirmed on chain.
+    pub redeemed: U256,
+    /// Whether the channel's epoch is over (nothing more can be redeemed).
+    pub closed: bool,
+}
+
+impl ChannelRow {
+    /// Micro-units the payer has authorized (best voucher amount).
+    pub fn authorized_micro(&self) -> U256 {
+        base_to_micro(self.best.voucher.amount)
+    }
+    /// Micro-units still available for new calls.
+    pub fn available(&self) -> U256 {
+        self.authorized_micro()
+            .saturating_sub(self.consumed)
+            .saturating_sub(self.reserved)
+    }
+}
+
+/// Totals for `provider status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerStatus {
+    /// Micro-units charged for calls served.
+    pub earned_micro: U256,
+    /// `earned_micro` in base units, rounded up.
+    pub earned: U256,
+    /// Sum of the best vouchers (base units): what payers authorized.
+    pub authorized: U256,
+    /// Base units settlement confirmed on chain.
+    pub redeemed: U256,
+    /// Base units held in signed vouchers of open channels and not yet redeemed.
+    pub pending: U256,
+}
+
+/// What a settled call cost (for the `Khachapuri-Receipt` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    /// Micro-units charged for this call.
+    pub cost: U256,
+    /// Micro-units consumed in the channel after this call.
+    pub consumed: U256,
+    /// Micro-units authorized by the best voucher.
+    pub authorized: U256,
+}
+
+struct Inner {
+    conn: Connection,
+    /// Write-through cache of the rows calls touch (and their in-memory reservations), so
+    /// a prepaid call costs one UPDATE and no SELECT or JSON parsing.
+    rows: HashMap<(Address, u64), ChannelRow>,
+}
+
+/// The durable ledger. See the module docs: every method blocks.
+pub struct Ledger {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").finish_non_exhaustive()
+    }
+}
+
+fn key(payer: Address) -> String {
+    payer.to_string().to_lowercase()
+}
+
+fn num(s: &str) -> Result<U256> {
+    U256::from_str_radix(s, 10).map_err(|e| PaymentError::Corrupt(format!("number {s:?}: {e}")))
+}
+
+fn voucher_of(json: &str) -> Result<SignedVoucher> {
+    serde_json::from_str(json).map_err(|e| PaymentError::Corrupt(format!("voucher: {e}")))
+}
+
+fn set_sync(conn: &Connection, full: bool) -> Result<()> {
+    conn.execute_batch(if full {
+        "PRAGMA synchronous=FULL"
+    } else {
+        "PRAGMA synchronous=NORMAL"
+    })?;
+    Ok(())
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path`, in WAL mode.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(PaymentError::Corrupt(format!(
+                "cannot switch the ledger to WAL (journal_mode={mode})"
+            )));
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        set_sync(&conn, true)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                conn,
+                rows: HashMap::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `voucher` (already verified by the caller) durably, keeping only the best
+    /// per channel. Returns whether it improved on what the ledger had; replaying the same
+    /// or an older, lower voucher changes nothing.
+    pub fn record_voucher(&self, voucher: &SignedVoucher) -> Result<bool> {
+        let mut inner = self.lock();
+        let v = &voucher.voucher;
+        let k = (v.payer, v.epoch);
+        if let Some(row) = Self::load(&mut inner, v.payer, v.epoch)? {
+            if row.best.voucher.amount >= v.amount {
+                return Ok(false);
+            }
+        }
+        let (payer, epoch) = (key(v.payer), v.epoch.to_string());
+        set_sync(&inner.conn, true)?;
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT amount FROM channels WHERE payer = ?1 AND epoch = ?2",
+                params![payer, epoch],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let json = serde_json::to_string(voucher)
+            .map_err(|e| PaymentError::Corrupt(format!("voucher: {e}")))?;
+        let improved = match current {
+            None => {
+                tx.execute(
+                    "INSERT INTO channels (payer, epoch, provider, amount, voucher) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![payer, epoch, key(v.provider), v.amount.to_string(), json],
+                )?;
+                true
+            }
+            Some(cur) if v.amount > num(&cur)? => {
+                tx.execute(
+                    "UPDATE channels SET amount = ?3, voucher = ?4 WHERE payer = ?1 AND epoch = ?2",
+                    params![payer, epoch, v.amount.to_string(), json],
+                )?;
+                true
+            }
+            Some(_) => false,
+        };
+        if improved {
+            tx.commit()?;
+            match inner.rows.get_mut(&k) {
+                Some(row) => row.best = voucher.clone(),
+                None => {
+                    inner.rows.insert(
+                        k,
+                        ChannelRow {
+                            best: voucher.clone(),
+                            consumed: U256::ZERO,
+                            reserved: U256::ZERO,
+                            redeemed: U256::ZERO,
+                            closed: false,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(improved)
+    }
+
+    /// The ledger's view of channel `(payer, epoch)`, if it holds a voucher for it.
+    pub fn channel(&self, payer: Address, epoch: u64) -> Result<Option<ChannelRow>> {
+        let mut inner = self.lock();
+        Ok(Self::load(&mut inner, payer, epoch)?.cloned())
+    }
+
+    /// The cached row, loaded from the database on first use.
+    fn load(inner: &mut Inner, payer: Address, epoch: u64) -> Result<Option<&mut ChannelRow>> {
+        let k = (payer, epoch);
+        if !inner.rows.contains_key(&k) {
+            match Self::read_row(inner, payer, epoch)? {
+                Some(row) => {
+                    inner.rows.insert(k, row);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(inner.rows.get_mut(&k))
+    }
+
+    fn read_row(inner: &Inner, payer: Address, epoch: u64) -> Result<Option<ChannelRow>> {
+        let raw: Option<(String, String, String, bool)> = inner
+            .conn
+            .query_row(
+                "SELECT voucher, consumed, redeemed, closed FROM channels WHERE payer = ?1 AND epoch = ?2",
+                params![key(payer), epoch.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((voucher, consumed, redeemed, closed)) = raw else {
+            return Ok(None);
+        };
+        Ok(Some(ChannelRow {
+            best: voucher_of(&voucher)?,
+            consumed: num(&consumed)?,
+            reserved: U256::ZERO,
+            redeemed: num(&redeemed)?,
+            closed,
+        }))
+    }
+
+    /// Admits a call atomically when the best voucher minus consumed minus reserved covers
+    /// `max_cost` (micro-units), holding `max_cost` until the reservation is settled.
+    pub fn try_consume(&self, payer: Address, epoch: u64, max_cost: U256) -> Result<Reservation> {
+        let mut inner = self.lock();
+        let row = Self::load(&mut inner, payer, epoch)?;
+        let available = match &row {
+            Some(row) if !row.closed => row.available(),
+            _ => U256::ZERO,
+        };
+        match row {
+            Some(row) if available >= max_cost => row.reserved += max_cost,
+            _ => {
+                return Err(PaymentError::InsufficientCredit {
+                    needed: max_cost,
+                    available,
+                })
+            }
+        }
+        Ok(Reservation {
+            payer,
+            epoch,
+            amount: max_cost,
+        })
+    }
+
+    /// Charges the call's actual cost (capped at what was reserved, so consumption never
+    /// passes the voucher) and releases the rest. `actual_cost = 0` releases a call that did
+    /// not run.
+    pub fn settle_reservation(&self, res: Reservation, actual_cost: U256) -> Result<Charge> {
+        let mut inner = self.lock();
+        let cost = actual_cost.min(res.amount);
+        let row = Self::load(&mut inner, res.payer, res.epoch)?.ok_or_else(|| {
+            PaymentError::Corrupt("reservation for a channel the ledger does not hold".into())
+        })?;
+        row.reserved = row.reserved.saturating_sub(res.amount);
+        let consumed = row.consumed.saturating_add(cost);
+        let authorized = row.authorized_micro();
+        if !cost.is_zero() {
+            set_sync(&inner.conn, false)?;
+            inner.conn.execute(
+                "UPDATE channels SET consumed = ?3 WHERE payer = ?1 AND epoch = ?2",
+                params![key(res.payer), res.epoch.to_string(), consumed.to_string()],
+            )?;
+            if let Some(row) = inner.rows.get_mut(&(res.payer, res.epoch)) {
+                row.consumed = consumed;
+            }
+        }
+        Ok(Charge {
+            cost,
+            consumed,
+            authorized,
+        })
+    }
+
+    /// The best voucher of every open channel whose amount is above what was redeemed:
+    /// what settlement should submit.
+    pub fn unredeemed(&self) -> Result<Vec<SignedVoucher>> {
+        let inner = self.lock();
+        let mut stmt = inner
+            .conn
+            .prepare("SELECT voucher, amount, redeemed FROM channels WHERE closed = 0")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (voucher, amount, redeemed) = row?;
+            if num(&amount)? > num(&redeemed)? {
+                out.push(voucher_of(&voucher)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that the chain shows `amount` base units redeemed in `(payer, epoch)`
+    /// (monotonic: a lower figure never lowers it).
+    pub fn mark_redeemed(&self, payer: Address, epoch: u64, amount: U256) -> Result<()> {
+        let mut inner = self.lock();
+        set_sync(&inner.conn, true)?;
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cur: Option<String> = tx
+            .query_row(
+                "SELECT redeemed FROM channels WHERE payer = ?1 AND epoch = ?2",
+                params![key(payer), epoch.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(cur) = cur {
+            if amount > num(&cur)? {
+                tx.execute(
+                    "UPDATE channels SET redeemed = ?3 WHERE payer = ?1 AND epoch = ?2",
+                    params![key(payer), epoch.to_string(), amount.to_string()],
+                )?;
+                tx.commit()?;
+                if let Some(row) = inner.rows.get_mut(&(payer, epoch)) {
+                    row.redeemed = amount;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks `(payer, epoch)` closed: the chain moved to a later epoch, so its vouchers can
+    /// no longer be redeemed and new calls cannot be admitted on it.
+    pub fn close(&self, payer: Address, epoch: u64) -> Result<()> {
+        let mut inner = self.lock();
+        set_sync(&inner.conn, true)?;
+        inner.conn.execute(
+            "UPDATE channels SET closed = 1 WHERE payer = ?1 AND epoch = ?2",
+            params![key(payer), epoch.to_string()],
+        )?;
+        if let Some(row) = inner.rows.get_mut(&(payer, epoch)) {
+            row.closed = true;
+        }
+        Ok(())
+    }
+
+    /// Totals over every channel.
+    pub fn status(&self) -> Result<LedgerStatus> {
+        let inner = self.lock();
+        let mut stmt = inner
+            .conn
+            .prepare("SELECT amount, consumed, redeemed, closed FROM channels")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })?;
+        let mut s = LedgerStatus::default();
+        for row in rows {
+            let (amount, consumed, redeemed, closed) = row?;
+            let (amount, consumed, redeemed) = (num(&amount)?, num(&consumed)?, num(&redeemed)?);
+            s.authorized += amount;
+            s.earned_micro += consumed;
+            s.redeemed += redeemed;
+            if !closed {
+                s.pending += amount.saturating_sub(redeemed);
+            }
+        }
+        s.earned = micro_to_base_ceil(s.earned_micro);
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+#[path = "ledger_tests.rs"]
+mod tests;

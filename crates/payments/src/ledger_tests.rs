@@ -1,0 +1,220 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use khachapuri_chain::{dev_signer, Voucher};
+
+use super::*;
+
+const ESCROW: Address = Address::repeat_byte(0xEE);
+
+fn provider() -> Address {
+    Address::repeat_byte(0x22)
+}
+
+fn voucher(payer_index: usize, epoch: u64, amount: u64) -> SignedVoucher {
+    let s = dev_signer(payer_index);
+    Voucher {
+        payer: s.address(),
+        provider: provider(),
+        epoch,
+        amount: U256::from(amount),
+    }
+    .sign(&s, 31337, ESCROW)
+    .unwrap()
+}
+
+fn micro(base: u64) -> U256 {
+    base_to_micro(U256::from(base))
+}
+
+#[test]
+fn survives_an_unclean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let v = voucher(1, 0, 500);
+    {
+        let ledger = Ledger::open(&path).unwrap();
+        assert!(ledger.record_voucher(&v).unwrap());
+        let res = ledger
+            .try_consume(v.voucher.payer, 0, U256::from(1234))
+            .unwrap();
+        ledger.settle_reservation(res, U256::from(1000)).unwrap();
+        // No clean close: the connection is leaked, WAL never checkpointed.
+        std::mem::forget(ledger);
+    }
+    let ledger = Ledger::open(&path).unwrap();
+    let row = ledger.channel(v.voucher.payer, 0).unwrap().expect("row");
+    assert_eq!(row.best, v);
+    assert_eq!(row.consumed, U256::from(1000));
+    assert_eq!(row.reserved, U256::ZERO);
+    assert_eq!(ledger.unredeemed().unwrap(), vec![v]);
+}
+
+#[test]
+fn keeps_only_the_best_voucher_and_replays_are_no_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
+    let v100 = voucher(1, 0, 100);
+    let v200 = voucher(1, 0, 200);
+    assert!(ledger.record_voucher(&v100).unwrap());
+    assert!(!ledger.record_voucher(&v100).unwrap(), "replay");
+    assert!(ledger.record_voucher(&v200).unwrap());
+    assert!(!ledger.record_voucher(&v100).unwrap(), "older, lower");
+    assert!(!ledger.record_voucher(&v200).unwrap(), "replay of best");
+    let payer = v200.voucher.payer;
+    assert_eq!(ledger.channel(payer, 0).unwrap().unwrap().best, v200);
+    // Another epoch is another channel.
+    assert!(ledger.record_voucher(&voucher(1, 1, 5)).unwrap());
+    assert_eq!(
+        ledger
+            .channel(payer, 0)
+            .unwrap()
+            .unwrap()
+            .best
+            .voucher
+            .amount,
+        U256::from(200)
+    );
+    assert!(ledger.channel(payer, 2).unwrap().is_none());
+}
+
+#[test]
+fn never_consumes_beyond_the_best_voucher() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
+    let v = voucher(2, 3, 10); // 10 base units = 10_000_000 micro
+    let payer = v.voucher.payer;
+    // No voucher: nothing admitted.
+    assert!(matches!(
+        ledger.try_consume(payer, 3, U256::from(1)),
+        Err(PaymentError::InsufficientCredit { .. })
+    ));
+    ledger.record_voucher(&v).unwrap();
+    let a = ledger.try_consume(payer, 3, micro(6)).unwrap();
+    // 4 left, 5 asked: refused while `a` is in flight.
+    match ledger.try_consume(payer, 3, micro(5)) {
+        Err(PaymentError::InsufficientCredit { needed, available }) => {
+            assert_eq!((needed, available), (micro(5), micro(4)));
+        }
+        other => panic!("expected InsufficientCredit, got {other:?}"),
+    }
+    // Charging more than reserved is capped at the reservation.
+    let c = ledger.settle_reservation(a, micro(100)).unwrap();
+    assert_eq!(
+        (c.cost, c.consumed, c.authorized),
+        (micro(6), micro(6), micro(10))
+    );
+    let b = ledger.try_consume(payer, 3, micro(4)).unwrap();
+    let c = ledger.settle_reservation(b, micro(1)).unwrap();
+    assert_eq!(c.consumed, micro(7));
+    // Release without charge.
+    let r = ledger.try_consume(payer, 3, micro(3)).unwrap();
+    assert!(ledger.try_consume(payer, 3, U256::from(1)).is_err());
+    assert_eq!(
+        ledger.settle_reservation(r, U256::ZERO).unwrap().consumed,
+        micro(7)
+    );
+    assert!(ledger.try_consume(payer, 3, micro(3)).is_ok());
+    let row = ledger.channel(payer, 3).unwrap().unwrap();
+    assert!(row.consumed <= row.authorized_micro());
+    // A closed channel admits nothing.
+    ledger.close(payer, 3).unwrap();
+    assert!(ledger.try_consume(payer, 3, U256::from(1)).is_err());
+    assert!(ledger.unredeemed().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_reservations_cannot_overspend() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Ledger::open(dir.path().join("l.db")).unwrap());
+    let v = voucher(3, 0, 1); // 1 base unit = 1_000_000 micro
+    let payer = v.voucher.payer;
+    ledger.record_voucher(&v).unwrap();
+    let per_call = U256::from(7_000); // 142 calls fit (994_000), the 143rd does not
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                let mut admitted = 0u32;
+                for _ in 0..40 {
+                    if let Ok(res) = ledger.try_consume(payer, 0, per_call) {
+                        admitted += 1;
+                        ledger.settle_reservation(res, per_call).unwrap();
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    let admitted: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(admitted, 142);
+    let row = ledger.channel(payer, 0).unwrap().unwrap();
+    assert_eq!(row.consumed, U256::from(142 * 7_000));
+    assert_eq!(row.reserved, U256::ZERO);
+}
+
+#[test]
+fn redeemed_status_and_unredeemed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
+    let a = voucher(1, 0, 300);
+    let b = voucher(2, 0, 50);
+    ledger.record_voucher(&a).unwrap();
+    ledger.record_voucher(&b).unwrap();
+    let res = ledger
+        .try_consume(a.voucher.payer, 0, U256::from(2_500_001))
+        .unwrap();
+    ledger
+        .settle_reservation(res, U256::from(2_500_001))
+        .unwrap();
+    let mut un = ledger.unredeemed().unwrap();
+    un.sort_by_key(|v| v.voucher.amount);
+    assert_eq!(un, vec![b.clone(), a.clone()]);
+    let s = ledger.status().unwrap();
+    assert_eq!(s.earned_micro, U256::from(2_500_001));
+    assert_eq!(s.earned, U256::from(3));
+    assert_eq!(s.authorized, U256::from(350));
+    assert_eq!((s.redeemed, s.pending), (U256::ZERO, U256::from(350)));
+
+    ledger
+        .mark_redeemed(a.voucher.payer, 0, U256::from(300))
+        .unwrap();
+    ledger
+        .mark_redeemed(a.voucher.payer, 0, U256::from(10))
+        .unwrap(); // never lowers
+    ledger
+        .mark_redeemed(b.voucher.payer, 0, U256::from(20))
+        .unwrap();
+    assert_eq!(ledger.unredeemed().unwrap(), vec![b.clone()]);
+    let s = ledger.status().unwrap();
+    assert_eq!((s.redeemed, s.pending), (U256::from(320), U256::from(30)));
+    // A better voucher makes the channel redeemable again.
+    ledger.record_voucher(&voucher(1, 0, 400)).unwrap();
+    assert_eq!(ledger.unredeemed().unwrap().len(), 2);
+}
+
+#[test]
+fn a_better_voucher_keeps_calls_in_flight_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
+    let payer = dev_signer(4).address();
+    ledger.record_voucher(&voucher(4, 0, 1)).unwrap();
+    let a = ledger.try_consume(payer, 0, micro(1)).unwrap();
+    assert!(ledger.record_voucher(&voucher(4, 0, 2)).unwrap());
+    let row = ledger.channel(payer, 0).unwrap().unwrap();
+    assert_eq!((row.reserved, row.available()), (micro(1), micro(1)));
+    assert!(ledger
+        .try_consume(payer, 0, micro(1) + U256::from(1))
+        .is_err());
+    let b = ledger.try_consume(payer, 0, micro(1)).unwrap();
+    ledger.settle_reservation(a, micro(1)).unwrap();
+    let c = ledger.settle_reservation(b, micro(1)).unwrap();
+    assert_eq!(c.consumed, micro(2));
+    // What is cached is what is stored.
+    drop(ledger);
+    let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
+    let row = ledger.channel(payer, 0).unwrap().unwrap();
+    assert_eq!((row.consumed, row.reserved), (micro(2), U256::ZERO));
+    assert_eq!(row.best.voucher.amount, U256::from(2));
+}

@@ -1,0 +1,23 @@
+//! Khachapuri's paid calls, provider side and wire side: the `Khachapuri-Payment` header
+//! codec, pricing in micro base units, the durable voucher ledger (embedded SQLite), voucher
+//! checks against the chain, and batched on-chain settlement.
+//!
+//! The provider's admission layer plugs these together: decode the header, verify the
+//! voucher against the (cached) channel, record it durably, reserve the call's maximum cost,
+//! run the call, charge the actual cost; a settler redeems the best vouchers in batches.
+
+pub mod error;
+pub mod gate;
+pub mod ledger;
+pub mod payment;
+pub mod pricing;
+pub mod settle;
+pub mod verify;
+
+pub use error::{PaymentError, Result};
+pub use gate::{Gate, Receipt};
+pub use ledger::{ChannelRow, Charge, Ledger, LedgerStatus, Reservation};
+pub use payment::{decode_payment, encode_payment, PAYMENT_HEADER, RECEIPT_HEADER};
+pub use pricing::{base_to_micro, micro_to_base_ceil, Pricing, Usage, MICRO_PER_BASE};
+pub use settle::{classify_event, Backoff, EventAction, SettlePolicy, SettleReport, Settler};
+pub use verify::{ChannelCache, VoucherVerifier};
