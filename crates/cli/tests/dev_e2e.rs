@@ -1,0 +1,232 @@
+//! The newcomer's path, with the real binary: `khachapuri dev`, then deploy and call the
+//! examples, `init` + `build` templates, the escrow commands, the registry record read
+//! with `cast`, and a clean stop on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Dev {
+    child: Child,
+    home: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_khachapuri")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+impl Dev {
+    fn start() -> Dev {
+        let home = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin())
+            .arg("--home")
+            .arg(home.path())
+            .args([
+                "dev",
+                "--store-listen",
+                "127.0.0.1:0",
+                "--provider-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--chain-port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn khachapuri dev");
+        // The last endpoint line (provider) means everything is up and the profile written.
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(Instant::now() < deadline, "khachapuri dev did not come up");
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("provider") => break,
+                Some(Ok(_)) => {}
+                _ => {
+                    let mut err = String::new();
+                    use std::io::Read;
+                    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                    panic!("khachapuri dev exited early: {err}");
+                }
+            }
+        }
+        Dev { child, home }
+    }
+
+    fn run(&self, args: &[&str], cwd: &Path) -> Output {
+        Command::new(bin())
+            .arg("--home")
+            .arg(self.home.path())
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("run khachapuri")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_in(args, &root())
+    }
+
+    fn ok_in(&self, args: &[&str], cwd: &Path) -> String {
+        let out = self.run(args, cwd);
+        assert!(
+            out.status.success(),
+            "khachapuri {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn info(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["info", "--json"])).unwrap()
+    }
+}
+
+#[test]
+fn dev_deploy_call_escrow_and_stop() {
+    let dev = Dev::start();
+    let info = dev.info();
+    let provider_url = info["providers"][0]["url"].as_str().unwrap().to_string();
+    assert_eq!(info["providers"][0]["name"], "dev");
+    assert_eq!(info["chain_id"], 31337);
+    for key in ["rpc_url", "escrow", "registry", "token", "store_url"] {
+        assert!(info[key].is_string(), "info lacks {key}: {info}");
+    }
+    assert!(info.get("dev_key").is_none(), "info must not print keys");
+
+    // hello: deploy, call with the CLI, and with plain HTTP.
+    let deployed: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["deploy", "examples/hello", "--public", "--json"])).unwrap();
+    let cid = deployed["cid"].as_str().unwrap();
+    assert_eq!(deployed["url"], format!("{provider_url}/{cid}"));
+    assert!(deployed["artifact_cid"]
+        .as_str()
+        .unwrap()
+        .starts_with("bafk"));
+    assert_eq!(dev.ok(&["call", cid]), "Hello from Khachapuri!\n");
+    let head = dev.ok(&["call", cid, "-i"]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+
+    // echo: method, path, query, headers, body and env reach the function.
+    let echo = dev.ok(&["deploy", "examples/echo", "--env", "GREETING=hi"]);
+    let echo = echo.trim();
+    let out = dev.ok(&[
+        "call",
+        echo,
+        "/a/b?x=1",
+        "-d",
+        "payload",
+        "-H",
+        "X-Test: yes",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            v["method"].as_str(),
+            v["path"].as_str(),
+            v["query"].as_str()
+        ),
+        (Some("POST"), Some("/a/b"), Some("x=1"))
+    );
+    assert_eq!(v["headers"]["x-test"], "yes");
+    assert_eq!(v["body"], "payload");
+
+    // A guest fault is an answer, and the CLI exits non-zero saying so.
+    let wasm = dev.run(
+        &[
+            "call",
+            "bafkreiabcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqr",
+        ],
+        &root(),
+    );
+    assert!(!wasm.status.success());
+
+    // init templates build out of the box and deploy.
+    let work = tempfile::tempdir().unwrap();
+    for (name, lang, expect) in [
+        ("fn-c", "c", "(C via wagi) GET /"),
+        ("fn-rust", "rust", "Hello from Khachapuri!"),
+    ] {
+        dev.ok_in(&["init", name, "--lang", lang], work.path());
+        let dir = work.path().join(name);
+        dev.ok_in(&["build"], &dir);
+        let cid = dev.ok_in(&["deploy"], &dir);
+        let body = dev.ok(&["call", cid.trim()]);
+        assert!(body.contains(expect), "{name}: {body}");
+    }
+
+    // Escrow: deposit, fund the dev provider, see it in status.
+    dev.ok(&["escrow", "deposit", "10"]);
+    dev.ok(&["escrow", "fund", "dev", "5"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["escrow", "status", "--json"])).unwrap();
+    let text = status.to_string();
+    assert!(text.contains("\"5\"") || text.contains("5000000"), "{text}");
+
+    // The registry record, read by a tool nobody here wrote.
+    let cast = khachapuri_chain::find_tool("cast").expect("cast (scripts/setup installs it)");
+    let node = Command::new(&cast)
+        .args(["keccak", "dev"])
+        .output()
+        .unwrap();
+    let node = String::from_utf8(node.stdout).unwrap();
+    let url = Command::new(&cast)
+        .args([
+            "call",
+            info["registry"].as_str().unwrap(),
+            "text(bytes32,string)(string)",
+        ])
+        .arg(node.trim())
+        .arg("url")
+        .args(["--rpc-url", info["rpc_url"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(url.stdout).unwrap().trim(),
+        format!("\"{provider_url}\"")
+    );
+
+    // SIGTERM stops everything cleanly, anvil included.
+    let rpc = info["rpc_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut dev = dev;
+    let pid = dev.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = dev.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "dev did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "dev exited with {status}");
+    assert!(
+        std::net::TcpStream::connect(&rpc).is_err(),
+        "anvil still listening"
+    );
+    assert!(
+        std::net::TcpStream::connect(provider_url.trim_start_matches("http://")).is_err(),
+        "provider still listening"
+    );
+}
