@@ -47,7 +47,8 @@ def ms(p):
     v=float(m.group(1)); return v/1000 if m.group(2)=="us" else v*1000 if m.group(2)=="s" else v
 errs=re.search(r"Non-2xx or 3xx responses: (\d+)",t)
 if errs: sys.exit("non-2xx responses: "+errs.group(1))
-print(f"{rps:.0f} {ms(\"50\"):.3f} {ms(\"99\"):.3f}")'
+p50, p99 = ms("50"), ms("99")
+print(f"{rps:.0f} {p50:.3f} {p99:.3f}")'
 }
 
 pids=()
