@@ -61,6 +61,34 @@ pub(crate) fn http_client(limits: &Limits) -> Result<reqwest::Client> {
         })
 }
 
+/// Reads one block from a response body, at most `max_block` bytes, and checks it hashes
+/// to `cid`: what every remote source (gateway or Kubo) must pass before a block is used.
+pub(crate) async fn read_verified_block(
+    mut resp: reqwest::Response,
+    url: &str,
+    cid: Cid,
+    max_block: usize,
+    source_name: &str,
+) -> Result<Bytes> {
+    let mut data = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| remote(url, e))? {
+        if data.len() + chunk.len() > max_block {
+            return Err(StoreError::TooLarge {
+                what: "block",
+                limit: max_block as u64,
+            });
+        }
+        data.extend_from_slice(&chunk);
+    }
+    if !cid.verify(&data) {
+        return Err(StoreError::HashMismatch {
+            cid,
+            source_name: source_name.to_string(),
+        });
+    }
+    Ok(Bytes::from(data))
+}
+
 pub(crate) fn remote(url: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Remote {
         url: url.to_string(),
@@ -105,7 +133,7 @@ impl GatewayClient {
 
     async fn block_from(&self, gw: &str, cid: Cid) -> Result<Bytes> {
         let url = format!("{gw}/ipfs/{cid}?format=raw");
-        let mut resp = self
+        let resp = self
             .http
             .get(&url)
             .header(reqwest::header::ACCEPT, "application/vnd.ipld.raw")
@@ -119,23 +147,7 @@ impl GatewayClient {
         if !resp.status().is_success() {
             return Err(remote(&url, resp.status()));
         }
-        let mut data = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| remote(&url, e))? {
-            if data.len() + chunk.len() > self.limits.max_block {
-                return Err(StoreError::TooLarge {
-                    what: "block",
-                    limit: self.limits.max_block as u64,
-                });
-            }
-            data.extend_from_slice(&chunk);
-        }
-        if !cid.verify(&data) {
-            return Err(StoreError::HashMismatch {
-                cid,
-                source_name: gw.to_string(),
-            });
-        }
-        Ok(Bytes::from(data))
+        read_verified_block(resp, &url, cid, self.limits.max_block, gw).await
     }
 
     /// Fetches the whole DAG under `root` as a CAR into `store`, trying each gateway until

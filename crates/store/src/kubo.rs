@@ -9,8 +9,8 @@ use bytes::Bytes;
 use khachapuri_types::Cid;
 use serde::Deserialize;
 
-use crate::client::{http_client, remote, Limits};
-use crate::error::{Result, StoreError};
+use crate::client::{http_client, read_verified_block, remote, Limits};
+use crate::error::Result;
 use crate::exporter::BlockSource;
 
 /// Query flags that make Kubo compute the same CIDs as [`crate::import_reader`].
@@ -136,24 +136,8 @@ impl KuboClient {
             .post(&url)
             .query(&[("arg", cid.to_string())])
             .timeout(self.limits.block_timeout);
-        let mut resp = self.post(&url, req).await?;
-        let mut data = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| remote(&url, e))? {
-            if data.len() + chunk.len() > self.limits.max_block {
-                return Err(StoreError::TooLarge {
-                    what: "block",
-                    limit: self.limits.max_block as u64,
-                });
-            }
-            data.extend_from_slice(&chunk);
-        }
-        if !cid.verify(&data) {
-            return Err(StoreError::HashMismatch {
-                cid,
-                source_name: self.base.clone(),
-            });
-        }
-        Ok(Bytes::from(data))
+        let resp = self.post(&url, req).await?;
+        read_verified_block(resp, &url, cid, self.limits.max_block, &self.base).await
     }
 
     /// Stores one block (`codec` is `raw` or `dag-pb`); returns the CID Kubo reports,
