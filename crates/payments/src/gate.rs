@@ -121,16 +121,6 @@ impl Gate {
         &self.ledger
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Ledger) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let ledger = self.ledger.clone();
-        tokio::task::spawn_blocking(move || f(&ledger))
-            .await
-            .map_err(|e| PaymentError::Task(e.to_string()))?
-    }
-
     async fn channel_state(&self, payer: Address, fresh: bool) -> Result<ChannelState> {
         let fetch = || self.escrow.channel(payer, self.verifier.provider);
         if fresh {
@@ -150,7 +140,8 @@ impl Gate {
         let voucher = decode_payment(header)?;
         let (payer, epoch) = (voucher.voucher.payer, voucher.voucher.epoch);
         let known = self
-            .blocking(move |l| l.channel(payer, epoch))
+            .ledger
+            .run_blocking(move |l| l.channel(payer, epoch))
             .await?
             .is_some_and(|row| row.best.signature == voucher.signature && row.best == voucher);
         if known {
@@ -174,20 +165,22 @@ impl Gate {
                 self.verifier.check_channel(&voucher, &state)?;
             }
         }
-        self.blocking(move |l| {
-            if !known {
-                l.record_voucher(&voucher)?;
-            }
-            l.try_consume(payer, epoch, max_cost)
-        })
-        .await
+        self.ledger
+            .run_blocking(move |l| {
+                if !known {
+                    l.record_voucher(&voucher)?;
+                }
+                l.try_consume(payer, epoch, max_cost)
+            })
+            .await
     }
 
     /// Charges what the call used and releases the rest of its reservation.
     pub async fn charge(&self, reservation: Reservation, usage: Usage) -> Result<Receipt> {
         let cost = self.pricing.cost(usage);
         let charge = self
-            .blocking(move |l| l.settle_reservation(reservation, cost))
+            .ledger
+            .run_blocking(move |l| l.settle_reservation(reservation, cost))
             .await?;
         Ok(charge.into())
     }
@@ -217,7 +210,11 @@ impl Gate {
                 let epoch = state.epoch;
                 body["epoch"] = epoch.into();
                 body["funds"] = state.funds.to_string().into();
-                if let Ok(Some(row)) = self.blocking(move |l| l.channel(payer, epoch)).await {
+                if let Ok(Some(row)) = self
+                    .ledger
+                    .run_blocking(move |l| l.channel(payer, epoch))
+                    .await
+                {
                     body["consumed"] = row.consumed.to_string().into();
                     body["authorized"] = row.authorized_micro().to_string().into();
                 } else {

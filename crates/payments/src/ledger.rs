@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use khachapuri_chain::{Address, SignedVoucher, U256};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -441,3 +441,17 @@ impl Ledger {
 #[cfg(test)]
 #[path = "ledger_tests.rs"]
 mod tests;
+
+impl Ledger {
+    /// Runs blocking ledger work on tokio's blocking pool: SQLite calls (and their
+    /// fsyncs) must never stall the reactor. Shared by the gate and the settler.
+    pub async fn run_blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Ledger) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let ledger = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&ledger))
+            .await
+            .map_err(|e| PaymentError::Task(e.to_string()))?
+    }
+}

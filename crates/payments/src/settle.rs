@@ -14,7 +14,7 @@ use khachapuri_chain::{Address, ChainError, EscrowClient, SignedVoucher, B256, U
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::error::{PaymentError, Result};
+use crate::error::Result;
 use crate::ledger::Ledger;
 
 /// Exponential backoff for RPC errors (reverts are not retried: they would revert again).
@@ -111,22 +111,12 @@ impl Settler {
         self
     }
 
-    async fn ledger<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Ledger) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let ledger = self.ledger.clone();
-        tokio::task::spawn_blocking(move || f(&ledger))
-            .await
-            .map_err(|e| PaymentError::Task(e.to_string()))?
-    }
-
     /// One settlement round: collects unredeemed vouchers, drops those the chain can no
     /// longer pay (closed epoch, nothing left to take), simulates, sends `redeemBatch`, and
     /// marks what the chain then shows as redeemed. Submits nothing when nothing is owed.
     pub async fn settle_once(&self) -> Result<SettleReport> {
         let me = self.escrow.chain().address().ok_or(ChainError::NoSigner)?;
-        let vouchers = self.ledger(|l| l.unredeemed()).await?;
+        let vouchers = self.ledger.run_blocking(|l| l.unredeemed()).await?;
         let mut candidates = Vec::new();
         for v in vouchers {
             if v.voucher.provider != me {
@@ -180,12 +170,15 @@ impl Settler {
         if ch.epoch != epoch {
             if ch.epoch > epoch {
                 warn!(%payer, epoch, "channel epoch is over; its unredeemed vouchers are lost");
-                self.ledger(move |l| l.close(payer, epoch)).await?;
+                self.ledger
+                    .run_blocking(move |l| l.close(payer, epoch))
+                    .await?;
             }
             return Ok(false);
         }
         let redeemed = ch.redeemed;
-        self.ledger(move |l| l.mark_redeemed(payer, epoch, redeemed))
+        self.ledger
+            .run_blocking(move |l| l.mark_redeemed(payer, epoch, redeemed))
             .await?;
         Ok(v.voucher.amount.min(ch.funds) > ch.redeemed)
     }
@@ -299,7 +292,7 @@ impl Settler {
                 () = wake.notified() => true,
                 () = tokio::time::sleep(policy.check_every) => false,
             };
-            let pending = match self.ledger(|l| l.status()).await {
+            let pending = match self.ledger.run_blocking(|l| l.status()).await {
                 Ok(s) => s.pending,
                 Err(e) => {
                     warn!(%e, "settlement: cannot read the ledger");

@@ -401,11 +401,7 @@ async fn rpc_block_get(
     State(store): State<Blockstore>,
     Query(query): Query<ArgQuery>,
 ) -> ApiResult<Response> {
-    let cid: Cid = query
-        .arg
-        .trim_start_matches("/ipfs/")
-        .parse()
-        .map_err(StoreError::from)?;
+    let cid = query.cid()?;
     let block = store
         .get_async(cid)
         .await?
@@ -417,12 +413,15 @@ async fn rpc_pin_add(
     State(store): State<Blockstore>,
     Query(query): Query<ArgQuery>,
 ) -> ApiResult<Response> {
-    let cid: Cid = query
-        .arg
-        .trim_start_matches("/ipfs/")
-        .parse()
-        .map_err(StoreError::from)?;
+    let cid = query.cid()?;
     ensure_complete(&store, cid).await?;
     store.pin(&cid)?;
     Ok(Json(serde_json::json!({"Pins": [cid.to_string()]})).into_response())
+}
+
+impl ArgQuery {
+    /// The CID in Kubo's `arg` (bare, or as an `/ipfs/` path).
+    fn cid(&self) -> Result<Cid, StoreError> {
+        Ok(self.arg.trim_start_matches("/ipfs/").parse()?)
+    }
 }
