@@ -66,6 +66,48 @@ pub enum PaymentError {
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
+    // --- Caller side (the `Payer`): these never become a provider's answer. ---
+    /// The provider asks more for one call than the caller's `max_price` allows.
+    #[error("the call costs up to {price} micro-units, above the maximum price {max}")]
+    PriceTooHigh {
+        /// The provider's price (micro-units).
+        price: U256,
+        /// The caller's cap (micro-units).
+        max: U256,
+    },
+    /// The caller's channel to the provider cannot cover the call: it must be funded.
+    #[error("the channel to {provider} holds {funds} base units; paying this call needs {needed}")]
+    ChannelShort {
+        /// The provider the channel pays.
+        provider: Address,
+        /// Base units the voucher must reach (consumed + the call + the prepaid part).
+        needed: U256,
+        /// Base units funded in the channel's epoch.
+        funds: U256,
+    },
+    /// A 402 names a chain or escrow other than the wallet's network: never sign for it.
+    #[error("the provider wants payment on chain {chain_id} escrow {escrow}, but this wallet's network is chain {expected_chain_id} escrow {expected_escrow}")]
+    UnknownEscrow {
+        /// Chain id in the 402 body.
+        chain_id: u64,
+        /// Escrow in the 402 body.
+        escrow: Address,
+        /// The wallet's chain id.
+        expected_chain_id: u64,
+        /// The wallet's escrow.
+        expected_escrow: Address,
+    },
+    /// A 402 body that is not the JSON the provider should send.
+    #[error("malformed 402 body: {0}")]
+    MalformedPaymentRequired(String),
+    /// The caller's voucher state file cannot be read or written.
+    #[error("voucher state {path}: {reason}")]
+    State {
+        /// The state file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl PaymentError {
@@ -85,6 +127,12 @@ impl PaymentError {
             | Self::ChannelUnlocking { .. } => 403,
             Self::Chain(_) => 502,
             Self::Ledger(_) | Self::Corrupt(_) | Self::Task(_) => 500,
+            // Caller-side errors are never sent as answers; 500 if one ever is.
+            Self::PriceTooHigh { .. }
+            | Self::ChannelShort { .. }
+            | Self::UnknownEscrow { .. }
+            | Self::MalformedPaymentRequired(_)
+            | Self::State { .. } => 500,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Khachapuri's paid calls, provider side and wire side: the `Khachapuri-Payment` header
+//! Khachapuri's paid calls, provider side, caller side (the `Payer`) and wire side: the `Khachapuri-Payment` header
 //! codec, pricing in micro base units, the durable voucher ledger (embedded SQLite), voucher
 //! checks against the chain, and batched on-chain settlement.
 //!
@@ -6,17 +6,21 @@
 //! voucher against the (cached) channel, record it durably, reserve the call's maximum cost,
 //! run the call, charge the actual cost; a settler redeems the best vouchers in batches.
 
+pub mod client;
 pub mod error;
 pub mod gate;
 pub mod ledger;
+pub mod payer_store;
 pub mod payment;
 pub mod pricing;
 pub mod settle;
 pub mod verify;
 
+pub use client::{ChannelRecord, Decision, PayPolicy, Payer, Payment, PaymentRequired};
 pub use error::{PaymentError, Result};
 pub use gate::{Gate, Receipt};
 pub use ledger::{ChannelRow, Charge, Ledger, LedgerStatus, Reservation};
+pub use payer_store::{ChannelKey, PayerStore};
 pub use payment::{decode_payment, encode_payment, PAYMENT_HEADER, RECEIPT_HEADER};
 pub use pricing::{base_to_micro, micro_to_base_ceil, Pricing, Usage, MICRO_PER_BASE};
 pub use settle::{classify_event, Backoff, EventAction, SettlePolicy, SettleReport, Settler};
