@@ -61,6 +61,35 @@ impl PayPolicy {
         consumed.saturating_add(base_to_micro(self.prepay).max(price))
     }
 
+    /// The header to send with a call to `target` before knowing its price: the stored
+    /// voucher, unless a `max_price` is set and no quote for `target` within it is known
+    /// (then the call goes unpaid first, to learn the price from the 402). Needs no key, so
+    /// a keystore is only unlocked when something must be signed.
+    pub fn ahead(&self, record: Option<&ChannelRecord>, target: &str) -> Option<String> {
+        let record = record?;
+        let voucher = record.voucher.as_ref()?;
+        if let Some(max) = self.max_price {
+            match record.quotes.get(target) {
+                Some(price) if *price <= max => {}
+                _ => return None,
+            }
+        }
+        Some(encode_payment(voucher))
+    }
+
+    /// Whether a receipt taken into `record` would make the payer sign (so the caller
+    /// unlocks its key only then).
+    pub fn would_resign(&self, receipt: &Receipt, record: &ChannelRecord) -> bool {
+        let consumed = record
+            .consumed
+            .max(receipt.consumed.min(base_to_micro(record.signed())));
+        let price = record.price.max(receipt.cost);
+        matches!(
+            self.decide(consumed, price, record.signed(), record.funds),
+            Decision::Sign(_)
+        )
+    }
+
     /// The re-sign policy. `consumed` and `price` are micro-units, `current` (the last
     /// signed amount, 0 if none) and `funds` base units. A new amount is always above
     /// `current`, never above `funds`, and covers `price` beyond `consumed`.
@@ -259,19 +288,10 @@ impl Payer {
         self.signatures.load(Ordering::Relaxed)
     }
 
-    /// The header to send with a call to `target` before knowing its price: the stored
-    /// voucher, unless a `max_price` is set and no quote for `target` within it is known
-    /// (then the call goes unpaid first, to learn the price from the 402).
+    /// The header to send with a call to `target` before knowing its price; see
+    /// [`PayPolicy::ahead`].
     pub fn ahead(&self, record: Option<&ChannelRecord>, target: &str) -> Option<String> {
-        let record = record?;
-        let voucher = record.voucher.as_ref()?;
-        if let Some(max) = self.policy.max_price {
-            match record.quotes.get(target) {
-                Some(price) if *price <= max => {}
-                _ => return None,
-            }
-        }
-        Some(encode_payment(voucher))
+        self.policy.ahead(record, target)
     }
 
     /// Checks a 402 against the wallet's network, the expected provider (when known) and

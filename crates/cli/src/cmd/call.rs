@@ -6,8 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::home::{Home, Profile};
+use crate::cmd::pay::CallPayment;
+use crate::home::{Home, Profile, ProviderEntry};
 use crate::output::{hint, Printer};
+use khachapuri_payments::{PAYMENT_HEADER, RECEIPT_HEADER};
 
 /// Arguments of `call`.
 #[derive(Debug, Args)]
@@ -31,6 +33,13 @@ pub struct CallArgs {
     /// Provider (by profile name) to call instead of the profile's first one.
     #[arg(long)]
     pub provider: Option<String>,
+    /// The most one call may cost, in USDC (e.g. 0.001); dearer calls are refused unpaid.
+    #[arg(long, value_name = "AMOUNT")]
+    pub max_price: Option<String>,
+    /// Credit to sign ahead so later calls need no new signature, in USDC (default: the
+    /// profile key `prepay`, else 0.10).
+    #[arg(long, value_name = "AMOUNT")]
+    pub prepay: Option<String>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -39,12 +48,23 @@ pub struct CallArgs {
 /// Sends the request and streams the answer to stdout.
 pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
     let profile = home.active_profile()?;
-    let url = target_url(
+    let (url, entry) = target_url(
         &args.target,
         args.path.as_deref(),
         args.provider.as_deref(),
         &profile,
     )?;
+    let mut payment = CallPayment::new(
+        home,
+        &profile,
+        printer,
+        &args.target,
+        &url,
+        entry,
+        args.max_price.as_deref(),
+        args.prepay.as_deref(),
+    )
+    .await?;
     let body = match args.data.as_deref() {
         None => None,
         Some(d) => Some(read_data(d).await?),
@@ -64,7 +84,7 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
         .timeout(Duration::from_secs(args.timeout))
         .build()
         .context("cannot build the HTTP client")?;
-    let mut req = client.request(method, &url);
+    let mut headers = Vec::new();
     for h in &args.headers {
         let (k, v) = h.split_once(':').ok_or_else(|| {
             hint(
@@ -72,18 +92,48 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
                 "write headers as -H 'Name: value'",
             )
         })?;
-        req = req.header(k.trim(), v.trim());
+        headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    if let Some(body) = body {
-        req = req.body(body);
+    let send = |payment_header: Option<String>| {
+        let mut req = client.request(method.clone(), &url);
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        if let Some(p) = payment_header {
+            req = req.header(PAYMENT_HEADER, p);
+        }
+        if let Some(body) = &body {
+            req = req.body(body.clone());
+        }
+        tracing::debug!(%url, "calling");
+        let url = url.clone();
+        async move {
+            req.send().await.map_err(|e| {
+                hint(
+                    format!("cannot reach {url}: {e}"),
+                    "is the provider running? `khachapuri dev` starts a local one; `khachapuri info` shows the endpoints",
+                )
+            })
+        }
+    };
+    let ahead = payment.ahead().await?;
+    let sent_ahead = ahead.is_some();
+    let mut resp = send(ahead).await?;
+    if sent_ahead && matches!(resp.status().as_u16(), 401 | 403) {
+        // A stored voucher of an old epoch (reclaimed channel) or another network: drop
+        // it and ask for a fresh quote.
+        printer.status("the provider refused the stored voucher; asking for a fresh quote");
+        resp = send(None).await?;
     }
-    tracing::debug!(%url, "calling");
-    let resp = req.send().await.map_err(|e| {
-        hint(
-            format!("cannot reach {url}: {e}"),
-            "is the provider running? `khachapuri dev` starts a local one; `khachapuri info` shows the endpoints",
-        )
-    })?;
+    if resp.status() == reqwest::StatusCode::PAYMENT_REQUIRED {
+        let quote = resp.bytes().await.context("the 402 answer was cut off")?;
+        let header = payment.on_402(&quote).await?;
+        resp = send(Some(header)).await?;
+    }
+    let receipt = match resp.headers().get(RECEIPT_HEADER) {
+        Some(v) => Some(payment.on_receipt(v.to_str().unwrap_or_default()).await),
+        None => None,
+    };
     let status = resp.status();
     if args.include {
         let mut head = format!("{:?} {}\r\n", resp.version(), status);
@@ -101,6 +151,17 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
     while let Some(chunk) = resp.chunk().await.context("the response was cut off")? {
         printer.bytes(&chunk)?;
     }
+    match receipt {
+        Some(Ok(summary)) if args.include => printer.status(summary),
+        Some(Err(e)) => return Err(e),
+        _ => {}
+    }
+    if status == reqwest::StatusCode::PAYMENT_REQUIRED {
+        return Err(hint(
+            "the provider still asks for payment after being paid",
+            "call again with -i to see its answer; `khachapuri escrow status` shows the channel",
+        ));
+    }
     if !status.is_success() {
         anyhow::bail!("the provider answered {status}");
     }
@@ -113,7 +174,8 @@ fn target_url(
     path: Option<&str>,
     provider: Option<&str>,
     profile: &Profile,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Option<ProviderEntry>)> {
+    let mut chosen = None;
     let base = if target.starts_with("http://") || target.starts_with("https://") {
         target.trim_end_matches('/').to_string()
     } else {
@@ -135,13 +197,15 @@ fn target_url(
                 )
             })?,
         };
+        chosen = Some(entry.clone());
         format!("{}/{}", entry.url.trim_end_matches('/'), target)
     };
-    Ok(match path {
+    let url = match path {
         None => base,
         Some(p) if p.starts_with('/') || p.starts_with('?') => format!("{base}{p}"),
         Some(p) => format!("{base}/{p}"),
-    })
+    };
+    Ok((url, chosen))
 }
 
 async fn read_data(d: &str) -> anyhow::Result<Vec<u8>> {
@@ -165,7 +229,6 @@ async fn read_data(d: &str) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::home::ProviderEntry;
 
     #[test]
     fn resolves_targets() {
@@ -177,15 +240,19 @@ mod tests {
             address: None,
         });
         assert_eq!(
-            target_url("bafy", None, None, &p).expect("url"),
+            target_url("bafy", None, None, &p).expect("url").0,
             "http://127.0.0.1:8080/bafy"
         );
         assert_eq!(
-            target_url("bafy", Some("a/b?x=1"), Some("dev"), &p).expect("url"),
+            target_url("bafy", Some("a/b?x=1"), Some("dev"), &p)
+                .expect("url")
+                .0,
             "http://127.0.0.1:8080/bafy/a/b?x=1"
         );
         assert_eq!(
-            target_url("http://h:1/c/", Some("/p"), None, &p).expect("url"),
+            target_url("http://h:1/c/", Some("/p"), None, &p)
+                .expect("url")
+                .0,
             "http://h:1/c/p"
         );
         assert!(target_url("bafy", None, Some("nope"), &p).is_err());

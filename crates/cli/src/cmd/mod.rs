@@ -8,6 +8,7 @@ pub mod dev;
 pub mod escrow;
 pub mod info;
 pub mod init;
+pub mod pay;
 pub mod provider;
 pub mod provider_register;
 pub mod provider_run;
