@@ -14,7 +14,7 @@ use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
-use crate::admission::{Admission, Usage};
+use crate::admission::{Admission, CallInfo, CallLimits, Usage};
 use crate::metrics::Metrics;
 use crate::{NodeConfig, ProviderError};
 
@@ -114,7 +114,19 @@ impl Node {
         let span = tracing::info_span!("call", %cid, method = %req.method());
         async move {
             let admitted = match self.deployment(cid).await {
-                Ok(d) => self.admission.admit(&d.spec, req.headers()).map(|t| (d, t)),
+                Ok(d) => {
+                    let call = CallInfo {
+                        spec: &d.spec,
+                        headers: req.headers(),
+                        limits: CallLimits {
+                            timeout_ms: u64::try_from(d.limits.timeout.as_millis())
+                                .unwrap_or(u64::MAX),
+                            max_response_bytes: d.limits.max_response_bytes as u64,
+                        },
+                    };
+                    let admitted = self.admission.admit(call).await;
+                    admitted.map(|t| (d, t))
+                }
                 Err(e) => Err(e),
             };
             let (deployment, ticket) = admitted.inspect_err(|_| {
@@ -129,24 +141,33 @@ impl Node {
             let started = Instant::now();
             let result = self.runtime.handle(&deployment.prepared, req, &opts).await;
             Metrics::dec_gauge(&self.metrics.in_flight);
+            let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let resp = match result {
                 Ok(resp) => resp,
                 Err(e) => {
-                    let counter = if e.http_status() == 503 {
-                        &self.metrics.calls_busy
+                    if e.http_status() == 503 {
+                        Metrics::inc(&self.metrics.calls_busy);
+                        self.admission.release(ticket).await;
                     } else {
-                        &self.metrics.calls_faulted
-                    };
-                    Metrics::inc(counter);
+                        // The guest ran (and faulted): its time is charged, no bytes out.
+                        Metrics::inc(&self.metrics.calls_faulted);
+                        let usage = Usage {
+                            millis,
+                            bytes_out: 0,
+                        };
+                        if let Err(c) = self.admission.charge(ticket, usage).await {
+                            tracing::warn!(error = %c, "cannot charge a faulted call");
+                        }
+                    }
                     return Err(ProviderError::from(e));
                 }
             };
             Metrics::inc(&self.metrics.calls_ok);
             let usage = Usage {
-                millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                millis,
                 bytes_out: resp.body().len() as u64,
             };
-            let receipt = self.admission.charge(ticket, usage);
+            let receipt = self.admission.charge(ticket, usage).await?;
             let mut resp = resp.map(Body::from);
             if let Some(r) = receipt.and_then(|r| HeaderValue::from_str(&r).ok()) {
                 resp.headers_mut().insert(RECEIPT_HEADER, r);
