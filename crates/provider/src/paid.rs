@@ -139,6 +139,12 @@ impl Paid {
                 let payer = Gate::payer_of(header.as_deref());
                 let mut body = self.gate.payment_required_body(payer, max_cost).await;
                 body["price_usdc"] = json!(format_micro_usdc_u256(max_cost));
+                // Unknown payer (no voucher): nothing consumed or authorized yet.
+                if body.get("authorized").is_none() {
+                    body["epoch"] = serde_json::Value::Null;
+                    body["consumed"] = json!("0");
+                    body["authorized"] = json!("0");
+                }
                 if sponsored {
                     body["sponsored"] = json!(true);
                     body["note"] = json!(
