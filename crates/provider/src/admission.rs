@@ -68,8 +68,10 @@ pub trait Admission: Send + Sync + 'static {
         usage: Usage,
     ) -> BoxFuture<'_, Result<Option<String>, ProviderError>>;
 
-    /// Gives back a ticket whose call did not run (busy node): nothing is charged.
-    fn release(&self, ticket: Ticket) -> BoxFuture<'_, ()>;
+    /// Gives back a ticket whose call did not run (busy node) or was abandoned (the client
+    /// went away mid-call): nothing is charged. Called from `Drop`, so it must not block or
+    /// await; implementations hand the work to a background task.
+    fn release(&self, ticket: Ticket);
 
     /// Whether calls cost anything (shown at `/.well-known/khachapuri`).
     fn is_free(&self) -> bool;
@@ -110,9 +112,7 @@ impl Admission for Free {
         Box::pin(async { Ok(None) })
     }
 
-    fn release(&self, _ticket: Ticket) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
+    fn release(&self, _ticket: Ticket) {}
 
     fn is_free(&self) -> bool {
         true

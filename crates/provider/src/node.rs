@@ -14,7 +14,7 @@ use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
-use crate::admission::{Admission, CallInfo, CallLimits, Usage};
+use crate::admission::{Admission, CallInfo, CallLimits, Ticket, Usage};
 use crate::metrics::Metrics;
 use crate::{NodeConfig, ProviderError};
 
@@ -132,6 +132,10 @@ impl Node {
             let (deployment, ticket) = admitted.inspect_err(|_| {
                 Metrics::inc(&self.metrics.calls_refused);
             })?;
+            let mut ticket = TicketGuard {
+                admission: &*self.admission,
+                ticket: Some(ticket),
+            };
             let opts = CallOptions {
                 env: &deployment.env,
                 limits: deployment.limits,
@@ -147,7 +151,7 @@ impl Node {
                 Err(e) => {
                     if e.http_status() == 503 {
                         Metrics::inc(&self.metrics.calls_busy);
-                        self.admission.release(ticket).await;
+                        drop(ticket);
                     } else {
                         // The guest ran (and faulted): its time is charged, no bytes out.
                         Metrics::inc(&self.metrics.calls_faulted);
@@ -155,7 +159,7 @@ impl Node {
                             millis,
                             bytes_out: 0,
                         };
-                        if let Err(c) = self.admission.charge(ticket, usage).await {
+                        if let Err(c) = self.admission.charge(ticket.take(), usage).await {
                             tracing::warn!(error = %c, "cannot charge a faulted call");
                         }
                     }
@@ -167,7 +171,7 @@ impl Node {
                 millis,
                 bytes_out: resp.body().len() as u64,
             };
-            let receipt = self.admission.charge(ticket, usage).await?;
+            let receipt = self.admission.charge(ticket.take(), usage).await?;
             let mut resp = resp.map(Body::from);
             if let Some(r) = receipt.and_then(|r| HeaderValue::from_str(&r).ok()) {
                 resp.headers_mut().insert(RECEIPT_HEADER, r);
@@ -306,6 +310,29 @@ impl Node {
     /// Runtime counters for `/metrics`.
     pub(crate) fn runtime_metrics(&self) -> khachapuri_runtime::MetricsSnapshot {
         self.runtime.metrics()
+    }
+}
+
+/// Holds a call's ticket until it is charged; dropped before that (busy node, or the
+/// client went away and the call's future was dropped) it releases the ticket, so an
+/// abandoned call's reservation never keeps holding the payer's credit.
+struct TicketGuard<'a> {
+    admission: &'a dyn Admission,
+    ticket: Option<Ticket>,
+}
+
+impl TicketGuard<'_> {
+    /// The ticket, for charging; the guard then has nothing left to release.
+    fn take(&mut self) -> Ticket {
+        self.ticket.take().unwrap_or_default()
+    }
+}
+
+impl Drop for TicketGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.admission.release(t);
+        }
     }
 }
 

@@ -241,19 +241,23 @@ impl Admission for Paid {
         Box::pin(self.charge_call(ticket, usage))
     }
 
-    fn release(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            if let Some(r) = ticket.reservation {
-                let released = self
-                    .gate
-                    .ledger()
-                    .run_blocking(move |l| l.settle_reservation(r, U256::ZERO))
-                    .await;
-                if let Err(e) = released {
-                    tracing::warn!(error = %e, "cannot release a reservation");
-                }
+    fn release(&self, ticket: Ticket) {
+        let Some(r) = ticket.reservation else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no runtime to release a reservation on");
+            return;
+        };
+        let ledger = self.gate.ledger().clone();
+        runtime.spawn(async move {
+            let released = ledger
+                .run_blocking(move |l| l.settle_reservation(r, U256::ZERO))
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "cannot release a reservation");
             }
-        })
+        });
     }
 
     fn is_free(&self) -> bool {

@@ -127,7 +127,12 @@ impl Net {
     /// Deploys the echo guest with a 1 s timeout and 100 kB responses: at most
     /// 0.001 + 1000 × 0.000001 + 0.1 × 0.001 = 0.0021 USDC a call.
     fn deploy_echo(&self, edit: impl FnOnce(&mut Spec)) -> String {
-        let artifact = self.put(&khachapuri_testkit::echo());
+        self.deploy_wasm(&khachapuri_testkit::echo(), edit)
+    }
+
+    /// Deploys `wasm` with the limits of [`Net::deploy_echo`].
+    fn deploy_wasm(&self, wasm: &[u8], edit: impl FnOnce(&mut Spec)) -> String {
+        let artifact = self.put(wasm);
         let mut spec = Spec::new(artifact.to_string(), RuntimeKind::WasiHttp, 1);
         spec.limits.timeout_ms = Some(1_000);
         spec.limits.max_response_bytes = Some(100_000);
@@ -462,4 +467,34 @@ async fn settlement_redeems_when_the_payer_asks_to_unlock() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_call_gives_its_reservation_back() {
+    let net = start().await;
+    let echo = net.deploy_echo(|_| {});
+    let faults = net.deploy_wasm(&khachapuri_testkit::faults(), |_| {});
+    let payer = dev_signer(6);
+    net.fund(&payer, "1").await;
+    // 0.003 USDC covers one call's maximum cost (0.0021) but not two at once.
+    let v = net.voucher(&payer, "0.003");
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = quick
+        .get(format!("{}/{faults}/loop", net.url))
+        .header("Khachapuri-Payment", &v)
+        .send()
+        .await;
+    assert!(
+        r.is_err(),
+        "the client gives up before the guest's 1 s deadline"
+    );
+    // The dropped call releases its 0.0021 hold; a leak would leave 0.0009 available.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, receipt, body) = net.call(&echo, Some(&v)).await;
+    assert_eq!(status, 200, "{body}");
+    let r = receipt.unwrap();
+    assert_eq!(r.consumed, r.cost, "the abandoned call was not charged");
 }
