@@ -498,3 +498,68 @@ async fn an_abandoned_call_gives_its_reservation_back() {
     let r = receipt.unwrap();
     assert_eq!(r.consumed, r.cost, "the abandoned call was not charged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_pricing_table_wins_over_the_config() {
+    let anvil = Anvil::spawn_with(AnvilOptions::default()).expect("anvil");
+    let (_deployer, d) = dev_network(&anvil, parse_usdc("10").unwrap())
+        .await
+        .unwrap();
+    let operator = dev_signer(OPERATOR);
+    let chain = Chain::connect(&anvil.endpoint(), Some(operator.clone()))
+        .await
+        .unwrap();
+    let registry = khachapuri_chain::RegistryClient::new(&chain, d.registry);
+    registry
+        .register(&khachapuri_chain::Registration {
+            name: "priced".into(),
+            operator: operator.address(),
+            url: "http://127.0.0.1:1".into(),
+            pubkey: [7; 32],
+            regions: vec![],
+            contact: String::new(),
+        })
+        .await
+        .unwrap();
+    let table = registry
+        .create_table(U256::from(5u64), U256::from(6u64), U256::from(7u64))
+        .await
+        .unwrap();
+    registry.subscribe("priced", table).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("operator.key");
+    std::fs::write(&key_file, DEV_KEYS[OPERATOR]).unwrap();
+    let mut config = NodeConfig {
+        name: "priced".into(),
+        data_dir: dir.path().join("data"),
+        payments: Some(PaymentsConfig {
+            rpc_url: anvil.endpoint(),
+            chain_id: d.chain_id,
+            escrow: d.escrow,
+            registry: Some(d.registry),
+            operator_key_file: Some(key_file.clone()),
+            ..PaymentsConfig::default()
+        }),
+        ..NodeConfig::default()
+    };
+    let setup = connect_payments(&mut config).await.unwrap();
+    assert_eq!(setup.pricing_source, format!("registry table {table}"));
+    use khachapuri_provider::Admission as _;
+    let terms = setup.admission.describe().unwrap();
+    assert_eq!(terms["pricing"]["per_request"], "5");
+    assert_eq!(terms["pricing"]["per_ms"], "6");
+    assert_eq!(terms["pricing"]["per_mb_out"], "7");
+    assert!(dir.path().join("data/ledger.sqlite").is_file());
+
+    // A config whose address is not the operator key's, or another chain id, is refused.
+    let mut wrong = NodeConfig {
+        address: Some(dev_signer(7).address().to_string()),
+        ..config.clone()
+    };
+    assert!(connect_payments(&mut wrong).await.is_err());
+    let mut other_chain = config.clone();
+    other_chain.payments.as_mut().unwrap().chain_id = 1;
+    let err = connect_payments(&mut other_chain).await.unwrap_err();
+    assert!(err.to_string().contains("chain"), "{err}");
+}
