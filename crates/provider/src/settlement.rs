@@ -115,15 +115,19 @@ impl Settlement {
             wait = (wait * 2).min(MAX_POLL_BACKOFF);
         };
         let mut poller = EventPoller::<EscrowEvent>::new(&self.chain, self.escrow, from);
+        let mut saved = from;
         wait = self.poll;
         loop {
             match poller.poll().await {
                 Ok(events) => {
                     wait = self.poll;
                     for e in events {
-                        self.handle(&e.event);
+                        self.handle(&e.event).await;
                     }
-                    self.save_cursor(poller.next_block()).await;
+                    if poller.next_block() != saved {
+                        saved = poller.next_block();
+                        self.save_cursor(saved).await;
+                    }
                 }
                 Err(e) => {
                     warn!(%e, ?wait, "cannot poll escrow events; retrying");
@@ -137,7 +141,7 @@ impl Settlement {
         }
     }
 
-    fn handle(&self, event: &EscrowEvent) {
+    async fn handle(&self, event: &EscrowEvent) {
         match classify_event(event, self.me) {
             EventAction::Ignore => {}
             EventAction::Invalidate(payer) => {
@@ -145,9 +149,28 @@ impl Settlement {
                 self.gate.cache().invalidate(payer);
             }
             EventAction::SettleNow(payer) => {
-                info!(%payer, "unlock requested; settling now");
                 self.gate.cache().invalidate(payer);
-                self.wake.notify_one();
+                let epoch = match event {
+                    EscrowEvent::UnlockRequested(e) => e.epoch,
+                    _ => return,
+                };
+                // Only a channel we hold unredeemed vouchers for is worth a transaction.
+                let row = self
+                    .gate
+                    .ledger()
+                    .run_blocking(move |l| l.channel(payer, epoch))
+                    .await;
+                match row {
+                    Ok(Some(row)) if row.best.voucher.amount > row.redeemed => {
+                        info!(%payer, epoch, "unlock requested; settling now");
+                        self.wake.notify_one();
+                    }
+                    Ok(_) => debug!(%payer, epoch, "unlock requested; nothing to redeem"),
+                    Err(e) => {
+                        warn!(%e, %payer, "cannot read the ledger; settling now to be safe");
+                        self.wake.notify_one();
+                    }
+                }
             }
         }
     }
