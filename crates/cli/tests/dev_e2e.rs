@@ -46,6 +46,9 @@ impl Dev {
                 "127.0.0.1:0",
             ])
             .args(["--chain-port", "0"])
+            // The free dev provider: this test is about deploy/call basics; the paid path
+            // is covered by dev_paid.rs (drop this once `khachapuri call` pays by voucher).
+            .arg("--free")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

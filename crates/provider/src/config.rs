@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ProviderError;
+use crate::{PaymentsConfig, ProviderError};
 
 /// Everything the node needs; every field says why it exists.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub max_artifact_bytes: u64,
     /// Timeout of each fetch from a gateway.
     pub fetch_timeout_ms: u64,
+    /// How calls are paid (chain, escrow, prices, operator key); absent or `free = true`
+    /// means every call is free.
+    pub payments: Option<PaymentsConfig>,
 }
 
 impl Default for NodeConfig {
@@ -64,6 +67,7 @@ impl Default for NodeConfig {
             max_response_bytes: 32 * 1024 * 1024,
             max_artifact_bytes: 256 * 1024 * 1024,
             fetch_timeout_ms: 30_000,
+            payments: None,
         }
     }
 }
@@ -83,6 +87,9 @@ impl NodeConfig {
         }
         if self.max_memory_mb > 4096 {
             return bad("max_memory_mb cannot exceed 4096 (32-bit linear memory)");
+        }
+        if let (Some(p), false) = (&self.payments, self.free) {
+            p.validate()?;
         }
         for g in &self.gateways {
             if !(g.starts_with("http://") || g.starts_with("https://")) {
