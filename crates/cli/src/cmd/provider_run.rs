@@ -99,6 +99,23 @@ fn resolve(args: &RunArgs, home: &Home) -> anyhow::Result<NodeConfig> {
     if config.data_dir.is_relative() {
         config.data_dir = home.root().join(&config.data_dir);
     }
+    // Sealed deployments need the operator address and the key `provider register` wrote.
+    if config.x25519_key_file.is_none() {
+        let default_key = super::provider_register::x25519_key_path(home);
+        config.x25519_key_file = default_key.is_file().then_some(default_key);
+    }
+    if let Some(key) = &config.x25519_key_file {
+        if key.is_relative() {
+            config.x25519_key_file = Some(home.root().join(key));
+        }
+    }
+    if config.address.is_none() {
+        if let Ok(profile) = home.active_profile() {
+            config.address = super::chainctx::wallet_address(home, &profile)
+                .ok()
+                .map(|a| format!("{a:#x}"));
+        }
+    }
     config
         .validate()
         .map_err(|e| hint(e.to_string(), "fix the provider config and try again"))?;
