@@ -148,6 +148,46 @@ fn dev_deploy_call_escrow_and_stop() {
     assert_eq!(v["headers"]["x-test"], "yes");
     assert_eq!(v["body"], "payload");
 
+    // A secret from --env-file: the spec is sealed to the dev provider and signed by the
+    // wallet; the function sees the secret, the stored envelope never holds it in clear.
+    let work = tempfile::tempdir().unwrap();
+    let secrets = work.path().join("secrets.env");
+    std::fs::write(
+        &secrets,
+        "# api credentials\nAPI_TOKEN=\"s3cr3t-from-env-file\"\n",
+    )
+    .unwrap();
+    let faults = khachapuri_testkit::rust_guest_path("tests/guests/faults", "faults");
+    let faults = faults.to_str().unwrap();
+    let secrets = secrets.to_str().unwrap();
+    let deployed: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["deploy", faults, "--env-file", secrets, "--json"]))
+            .unwrap();
+    assert_eq!(deployed["sealed"], true, "{deployed}");
+    assert_eq!(deployed["provider"], "dev", "{deployed}");
+    let cid = deployed["cid"].as_str().unwrap();
+    assert_eq!(
+        dev.ok(&["call", cid, "/env"]),
+        "API_TOKEN=s3cr3t-from-env-file\n"
+    );
+    let stored = dev.ok(&["store", "get", cid]);
+    assert!(stored.contains("khachapuri/sealed"), "{stored}");
+    assert!(
+        !stored.contains("s3cr3t") && !stored.contains("API_TOKEN"),
+        "{stored}"
+    );
+    // Secrets never go into a public spec.
+    let refused = dev.run(
+        &["deploy", faults, "--public", "--env-file", secrets],
+        &root(),
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("public"));
+    // An unknown provider name is a clear error.
+    let refused = dev.run(&["deploy", faults, "--provider", "nobody"], &root());
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("nobody"));
+
     // A guest fault is an answer, and the CLI exits non-zero saying so.
     let wasm = dev.run(
         &[
