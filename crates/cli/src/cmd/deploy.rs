@@ -175,7 +175,7 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
                     "pass --provider NAME (see `khachapuri registry list`), or --public for a spec any provider may run",
                 )
             })?;
-        Some(resolve_target(&profile, &name, &signer, args.sponsor.as_deref()).await?)
+        Some(resolve_target(&profile, &name, &signer, args.sponsor.as_deref(), printer).await?)
     };
     if let Some(t) = &target {
         spec.provider = Some(format!("{:#x}", t.record.operator));
@@ -257,6 +257,7 @@ async fn resolve_target(
     name: &str,
     signer: &PrivateKeySigner,
     sponsor: Option<&str>,
+    printer: &Printer,
 ) -> anyhow::Result<Target> {
     let net = chainctx::Network::from_profile(profile)?;
     let chain = net.connect(None).await?;
@@ -291,6 +292,13 @@ async fn resolve_target(
                 .channel(signer.address(), record.operator)
                 .await
                 .context("cannot read your escrow channel with the provider")?;
+            if channel.remaining() < amount {
+                printer.status(format!(
+                    "warning: your channel with {name} holds {} USDC, less than the {} sponsored; fund it with `khachapuri escrow fund {name} AMOUNT`",
+                    khachapuri_chain::format_usdc(channel.remaining()),
+                    khachapuri_chain::format_usdc(amount),
+                ));
+            }
             let escrow_address = net.escrow.context("the profile has no escrow")?;
             let voucher = Voucher {
                 payer: signer.address(),
