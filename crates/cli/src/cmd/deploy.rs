@@ -123,6 +123,23 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         env.extend(parse_env_file(&text).with_context(|| format!("in {}", f.display()))?);
     }
 
+    // Resolve the provider (and sign any sponsor voucher) before uploading anything.
+    let target = if args.public {
+        None
+    } else {
+        let name = args
+            .provider
+            .clone()
+            .or_else(|| manifest.as_ref().and_then(|m| m.provider.clone()))
+            .or_else(|| profile.providers.first().map(|p| p.name.clone()))
+            .ok_or_else(|| {
+                hint(
+                    "no provider to seal the spec to",
+                    "pass --provider NAME (see `khachapuri registry list`), or --public for a spec any provider may run",
+                )
+            })?;
+        Some(resolve_target(&profile, &name, &signer, args.sponsor.as_deref(), printer).await?)
+    };
     let kubo = khachapuri_store::KuboClient::new(
         store_url.as_str(),
         khachapuri_store::Limits {
@@ -160,22 +177,6 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
             .as_ref()
             .map(|m| m.limits.clone())
             .unwrap_or_default()
-    };
-    let target = if args.public {
-        None
-    } else {
-        let name = args
-            .provider
-            .clone()
-            .or_else(|| manifest.as_ref().and_then(|m| m.provider.clone()))
-            .or_else(|| profile.providers.first().map(|p| p.name.clone()))
-            .ok_or_else(|| {
-                hint(
-                    "no provider to seal the spec to",
-                    "pass --provider NAME (see `khachapuri registry list`), or --public for a spec any provider may run",
-                )
-            })?;
-        Some(resolve_target(&profile, &name, &signer, args.sponsor.as_deref(), printer).await?)
     };
     if let Some(t) = &target {
         spec.provider = Some(format!("{:#x}", t.record.operator));
