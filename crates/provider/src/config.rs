@@ -20,6 +20,9 @@ pub struct NodeConfig {
     /// Operator address (0x-hex) once a wallet is configured; specs sealed to another
     /// address are refused.
     pub address: Option<String>,
+    /// The node's X25519 secret key (hex file written by `provider register` / `dev`):
+    /// without it, specs sealed to this node's address cannot be opened.
+    pub x25519_key_file: Option<PathBuf>,
     /// Blocks fetched from gateways and compiled code live here.
     pub data_dir: PathBuf,
     /// Trustless gateways to fetch specs and artifacts from, after the local store.
@@ -55,6 +58,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             name: "local".into(),
             address: None,
+            x25519_key_file: None,
             data_dir: PathBuf::from("provider"),
             gateways: Vec::new(),
             free: false,

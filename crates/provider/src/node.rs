@@ -55,6 +55,9 @@ pub struct Node {
     pub(crate) metrics: Metrics,
     /// Provider caps applied to every spec.
     caps: Limits,
+    /// X25519 secret that opens envelopes sealed to `config.address` (from
+    /// `config.x25519_key_file`); wiped from memory on drop.
+    seal_key: Option<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 impl Node {
@@ -88,6 +91,14 @@ impl Node {
             },
         )
         .map_err(|e| ProviderError::Config(format!("cannot open the block store: {e}")))?;
+        let seal_key = match &config.x25519_key_file {
+            Some(path) => Some(zeroize::Zeroizing::new(
+                khachapuri_seal::load_key_file(path)
+                    .map_err(|e| ProviderError::Config(e.to_string()))?
+                    .0,
+            )),
+            None => None,
+        };
         Ok(Self {
             config,
             store,
@@ -96,6 +107,7 @@ impl Node {
             deployments: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             caps,
+            seal_key,
         })
     }
 
@@ -260,21 +272,40 @@ impl Node {
         }))
     }
 
-    /// Opens an envelope: public specs as they are; sealed ones are not supported yet.
+    /// Opens an envelope: public specs as they are, sealed ones with this node's X25519
+    /// key when sealed to its address; either way the owner's signature must hold. The
+    /// decrypted spec only ever lives in memory (the deployments cache).
     fn open(&self, envelope: Envelope) -> Result<Spec, ProviderError> {
-        match envelope {
+        let spec = match envelope {
             Envelope::Public { spec } => {
                 if spec.provider.is_some() {
                     return Err(ProviderError::Forbidden(
                         "a public spec must not name a provider".into(),
                     ));
                 }
-                Ok(spec)
+                spec
             }
-            Envelope::Sealed { provider, .. } => Err(ProviderError::Forbidden(format!(
-                "this deployment is sealed to provider {provider}; this node serves public deployments only"
-            ))),
-        }
+            Envelope::Sealed { ref provider, .. } => {
+                let (Some(address), Some(key)) = (&self.config.address, &self.seal_key) else {
+                    let missing = if self.config.address.is_none() {
+                        "no operator address"
+                    } else {
+                        "no X25519 key (x25519_key_file)"
+                    };
+                    return Err(ProviderError::Forbidden(format!(
+                        "this deployment is sealed to provider {provider}; this node has {missing} and serves public deployments only"
+                    )));
+                };
+                khachapuri_seal::open(&envelope, address, key)
+                    .map_err(|e| ProviderError::Forbidden(e.to_string()))?
+            }
+        };
+        khachapuri_chain::verify_spec(&spec).map_err(|e| {
+            ProviderError::Forbidden(format!(
+                "the deployment's owner signature does not hold: {e}"
+            ))
+        })?;
+        Ok(spec)
     }
 
     fn limits_for(&self, spec: &Spec) -> Limits {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, Address, Anvil, AnvilOptions, Chain, Deployment,
-    EscrowClient, PrivateKeySigner, Voucher, DEV_KEYS, U256,
+    dev_network, dev_signer, parse_usdc, sign_spec, Address, Anvil, AnvilOptions, Chain,
+    Deployment, EscrowClient, PrivateKeySigner, Voucher, DEV_KEYS, U256,
 };
 use khachapuri_payments::{encode_payment, Receipt};
 use khachapuri_provider::{connect_payments, Node, NodeConfig, PaymentsConfig, PriceList};
@@ -137,6 +137,17 @@ impl Net {
         spec.limits.timeout_ms = Some(1_000);
         spec.limits.max_response_bytes = Some(100_000);
         edit(&mut spec);
+        // The node requires the owner's signature: sign as the owner the edit named (a dev
+        // account), else as dev account 0.
+        let signer = (0..DEV_KEYS.len())
+            .map(dev_signer)
+            .find(|k| {
+                spec.owner
+                    .as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(&k.address().to_string()))
+            })
+            .unwrap_or_else(|| dev_signer(0));
+        sign_spec(&mut spec, &signer).unwrap();
         self.put(&Envelope::Public { spec }.to_bytes()).to_string()
     }
 

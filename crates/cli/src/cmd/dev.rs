@@ -70,8 +70,8 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
         .context("cannot deploy the contracts to the local chain")?;
     let operator = khachapuri_chain::dev_signer(1);
     let operator_address = operator.address();
-    let (_, x25519_public) =
-        super::provider_register::load_or_create_x25519(&base.join("provider").join("x25519.key"))?;
+    let x25519_key_file = base.join("provider").join("x25519.key");
+    let (_, x25519_public) = super::provider_register::load_or_create_x25519(&x25519_key_file)?;
     let operator_chain = khachapuri_chain::Chain::connect(&rpc_url, Some(operator))
         .await
         .context("cannot connect to the local chain")?;
@@ -93,6 +93,7 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
         listen: provider_listener.local_addr()?,
         name: "dev".into(),
         address: Some(operator_address.to_string()),
+        x25519_key_file: Some(x25519_key_file),
         data_dir: base.join("provider"),
         gateways: vec![store_url.clone()],
         free: args.free,

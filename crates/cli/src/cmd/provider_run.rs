@@ -144,8 +144,67 @@ fn resolve(args: &RunArgs, home: &Home) -> anyhow::Result<NodeConfig> {
     if config.data_dir.is_relative() {
         config.data_dir = home.root().join(&config.data_dir);
     }
+    // Sealed deployments need the operator address and the key `provider register` wrote.
+    if config.x25519_key_file.is_none() {
+        let default_key = super::provider_register::x25519_key_path(home);
+        config.x25519_key_file = default_key.is_file().then_some(default_key);
+    }
+    if let Some(key) = &config.x25519_key_file {
+        if key.is_relative() {
+            config.x25519_key_file = Some(home.root().join(key));
+        }
+    }
+    if config.address.is_none() {
+        if let Ok(profile) = home.active_profile() {
+            config.address = super::chainctx::wallet_address(home, &profile)
+                .ok()
+                .map(|a| format!("{a:#x}"));
+        }
+    }
     config
         .validate()
         .map_err(|e| hint(e.to_string(), "fix the provider config and try again"))?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs {
+            config: None,
+            listen: None,
+            gateways: Vec::new(),
+            free: false,
+            max_instances: None,
+        }
+    }
+
+    #[test]
+    fn sealed_specs_use_the_registered_key_and_the_wallet_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::resolve(Some(dir.path())).expect("home");
+        // No key, no wallet: nothing to open sealed specs with, and that is not an error.
+        let c = resolve(&args(), &home).expect("resolve");
+        assert_eq!((c.x25519_key_file, c.address), (None, None));
+
+        let key = super::super::provider_register::x25519_key_path(&home);
+        khachapuri_seal::load_or_create_key_file(&key).expect("key");
+        let mut profile = crate::home::Profile::default();
+        profile.extra.insert(
+            "dev_key".into(),
+            toml::Value::String(khachapuri_chain::DEV_KEYS[1].to_string()),
+        );
+        home.save_profile("p", &profile).expect("profile");
+        let mut config = home.config().expect("config");
+        config.active_profile = Some("p".into());
+        home.save_config(&config).expect("config");
+        let c = resolve(&args(), &home).expect("resolve");
+        assert_eq!(c.x25519_key_file, Some(key));
+        assert_eq!(
+            c.address,
+            Some(format!("{:#x}", khachapuri_chain::dev_signer(1).address()))
+        );
+    }
 }
