@@ -285,6 +285,45 @@ impl Ledger {
         }))
     }
 
+    /// The hot path of a prepaid call: when `(payer, epoch)` is already in memory, its best
+    /// voucher is exactly `voucher`, and nobody holds the ledger (so this never waits on
+    /// another thread's SQLite I/O), runs `check` (the gate's cached channel check) and
+    /// admits like [`Ledger::try_consume`] without any database work, so the async gate can
+    /// call it inline. `None`: take the slow path.
+    pub fn try_consume_known(
+        &self,
+        voucher: &SignedVoucher,
+        max_cost: U256,
+        check: impl FnOnce() -> Result<()>,
+    ) -> Option<Result<Reservation>> {
+        let mut inner = self.inner.try_lock().ok()?;
+        let (payer, epoch) = (voucher.voucher.payer, voucher.voucher.epoch);
+        let row = inner.rows.get_mut(&(payer, epoch))?;
+        if row.best != *voucher {
+            return None;
+        }
+        if let Err(e) = check() {
+            return Some(Err(e));
+        }
+        let available = if row.closed {
+            U256::ZERO
+        } else {
+            row.available()
+        };
+        if available < max_cost {
+            return Some(Err(PaymentError::InsufficientCredit {
+                needed: max_cost,
+                available,
+            }));
+        }
+        row.reserved += max_cost;
+        Some(Ok(Reservation {
+            payer,
+            epoch,
+            amount: max_cost,
+        }))
+    }
+
     /// Admits a call atomically when the best voucher minus consumed minus reserved covers
     /// `max_cost` (micro-units), holding `max_cost` until the reservation is settled.
     pub fn try_consume(&self, payer: Address, epoch: u64, max_cost: U256) -> Result<Reservation> {

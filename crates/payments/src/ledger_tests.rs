@@ -218,3 +218,48 @@ fn a_better_voucher_keeps_calls_in_flight_reserved() {
     assert_eq!((row.consumed, row.reserved), (micro(2), U256::ZERO));
     assert_eq!(row.best.voucher.amount, U256::from(2));
 }
+
+#[test]
+fn known_voucher_admits_from_memory_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path().join("ledger.db")).unwrap();
+    let v = voucher(1, 0, 10);
+    let payer = v.voucher.payer;
+    // Not in memory yet: the slow path.
+    assert!(ledger.try_consume_known(&v, micro(1), || Ok(())).is_none());
+    ledger.record_voucher(&v).unwrap();
+    ledger.channel(payer, 0).unwrap();
+    let res = ledger
+        .try_consume_known(&v, micro(4), || Ok(()))
+        .expect("cached")
+        .unwrap();
+    assert_eq!(
+        ledger.channel(payer, 0).unwrap().unwrap().reserved,
+        micro(4)
+    );
+    // Another (older, lower) voucher of the same channel is not the best: slow path.
+    assert!(ledger
+        .try_consume_known(&voucher(1, 0, 5), micro(1), || Ok(()))
+        .is_none());
+    // The check runs and its error is the answer; nothing is held then.
+    let refused = ledger
+        .try_consume_known(&v, micro(1), || Err(PaymentError::PaymentRequired))
+        .unwrap();
+    assert!(matches!(refused, Err(PaymentError::PaymentRequired)));
+    // Not enough left besides the 4 held: refused with what is available.
+    match ledger.try_consume_known(&v, micro(7), || Ok(())).unwrap() {
+        Err(PaymentError::InsufficientCredit { available, .. }) => {
+            assert_eq!(available, micro(6));
+        }
+        other => panic!("expected InsufficientCredit, got {other:?}"),
+    }
+    ledger.settle_reservation(res, micro(3)).unwrap();
+    let row = ledger.channel(payer, 0).unwrap().unwrap();
+    assert_eq!((row.consumed, row.reserved), (micro(3), U256::ZERO));
+    // A closed channel admits nothing.
+    ledger.close(payer, 0).unwrap();
+    assert!(matches!(
+        ledger.try_consume_known(&v, U256::from(1), || Ok(())),
+        Some(Err(PaymentError::InsufficientCredit { .. }))
+    ));
+}
