@@ -190,6 +190,10 @@ impl Gate {
     /// Charges what the call used and releases the rest of its reservation.
     pub async fn charge(&self, reservation: Reservation, usage: Usage) -> Result<Receipt> {
         let cost = self.pricing.cost(usage);
+        // Usual case: booked in memory, written by the next flush (see the ledger).
+        if let Some(charge) = self.ledger.settle_reservation_cached(&reservation, cost) {
+            return Ok(charge.into());
+        }
         let charge = self
             .ledger
             .run_blocking(move |l| l.settle_reservation(reservation, cost))

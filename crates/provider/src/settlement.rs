@@ -15,6 +15,10 @@ use tracing::{debug, info, warn};
 
 use crate::ProviderError;
 
+/// How often charges booked in memory are written to the ledger: the most a crash can
+/// forget of the provider's own bookkeeping (never of a voucher).
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
 /// Longest wait between event polls while the RPC node is down.
 const MAX_POLL_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -80,13 +84,31 @@ impl Settlement {
         let settle = self
             .settler
             .run(self.policy, self.wake.clone(), stopped(stop_rx.clone()));
-        let events = self.watch_events(stopped(stop_rx));
+        let events = self.watch_events(stopped(stop_rx.clone()));
+        let flush = self.flush_charges(stopped(stop_rx));
         let stop = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
-        tokio::join!(settle, events, stop);
+        tokio::join!(settle, events, flush, stop);
         info!("settlement service stopped");
+    }
+
+    /// Writes in-memory charges every [`FLUSH_EVERY`], and once more on shutdown.
+    async fn flush_charges(&self, stopped: impl Future<Output = ()>) {
+        tokio::pin!(stopped);
+        loop {
+            let stopping = tokio::select! {
+                () = &mut stopped => true,
+                () = tokio::time::sleep(FLUSH_EVERY) => false,
+            };
+            if let Err(e) = self.gate.ledger().run_blocking(|l| l.flush()).await {
+                warn!(error = %e, "cannot write charges to the ledger; retrying");
+            }
+            if stopping {
+                return;
+            }
+        }
     }
 
     async fn start_block(&self) -> Option<u64> {
