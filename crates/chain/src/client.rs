@@ -119,6 +119,19 @@ impl Chain {
             .map_err(rpc_err)
     }
 
+    /// Gas a mined transaction used (benchmarks compare settlement strategies by it).
+    pub async fn gas_used(&self, tx: B256) -> Result<u64> {
+        let receipt = self
+            .timed(
+                "eth_getTransactionReceipt",
+                self.provider.get_transaction_receipt(tx),
+            )
+            .await?
+            .map_err(rpc_err)?
+            .ok_or_else(|| ChainError::Rpc(format!("no receipt for transaction {tx}")))?;
+        Ok(receipt.gas_used)
+    }
+
     /// Whether code is deployed at `address` (catches a profile pointing at a fresh node).
     pub async fn has_code(&self, address: Address) -> Result<bool> {
         let code = self

@@ -39,10 +39,6 @@ pub struct Manifest {
     pub limits: Limits,
     /// Default provider to seal the spec to.
     #[serde(default)]
-    #[allow(
-        dead_code,
-        reason = "read by deploy once sealed specs land (paid-calls issue)"
-    )]
     pub provider: Option<String>,
 }
 

@@ -139,6 +139,18 @@ impl Gate {
         let header = header.ok_or(PaymentError::PaymentRequired)?;
         let voucher = decode_payment(header)?;
         let (payer, epoch) = (voucher.voucher.payer, voucher.voucher.epoch);
+        // Prepaid call on the best voucher already in memory: no blocking hop, no signature
+        // check, no RPC; a cached unlock or newer epoch still stops it.
+        let cached_check = || match self.cache.cached(payer) {
+            Some(state) => self.verifier.check_channel(&voucher, &state),
+            None => Ok(()),
+        };
+        if let Some(admitted) = self
+            .ledger
+            .try_consume_known(&voucher, max_cost, cached_check)
+        {
+            return admitted;
+        }
         let known = self
             .ledger
             .run_blocking(move |l| l.channel(payer, epoch))
@@ -178,6 +190,10 @@ impl Gate {
     /// Charges what the call used and releases the rest of its reservation.
     pub async fn charge(&self, reservation: Reservation, usage: Usage) -> Result<Receipt> {
         let cost = self.pricing.cost(usage);
+        // Usual case: booked in memory, written by the next flush (see the ledger).
+        if let Some(charge) = self.ledger.settle_reservation_cached(&reservation, cost) {
+            return Ok(charge.into());
+        }
         let charge = self
             .ledger
             .run_blocking(move |l| l.settle_reservation(reservation, cost))

@@ -12,7 +12,7 @@
 //! All methods block on SQLite (microseconds to an fsync): from async code call them inside
 //! `tokio::task::spawn_blocking` (the ledger is `Send + Sync`; share it in an `Arc`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -120,11 +120,23 @@ struct Inner {
     /// Write-through cache of the rows calls touch (and their in-memory reservations), so
     /// a prepaid call costs one UPDATE and no SELECT or JSON parsing.
     rows: HashMap<(Address, u64), ChannelRow>,
+    /// Channels whose in-memory `consumed` is ahead of the database: charged by
+    /// [`Ledger::settle_reservation_cached`], written by [`Ledger::flush`].
+    dirty: HashSet<(Address, u64)>,
 }
 
 /// The durable ledger. See the module docs: every method blocks.
 pub struct Ledger {
     inner: Mutex<Inner>,
+}
+
+impl Drop for Ledger {
+    /// A graceful stop writes what was charged in memory.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "cannot write the last charges to the ledger");
+        }
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -171,6 +183,7 @@ impl Ledger {
             inner: Mutex::new(Inner {
                 conn,
                 rows: HashMap::new(),
+                dirty: HashSet::new(),
             }),
         })
     }
@@ -285,6 +298,45 @@ impl Ledger {
         }))
     }
 
+    /// The hot path of a prepaid call: when `(payer, epoch)` is already in memory, its best
+    /// voucher is exactly `voucher`, and nobody holds the ledger (so this never waits on
+    /// another thread's SQLite I/O), runs `check` (the gate's cached channel check) and
+    /// admits like [`Ledger::try_consume`] without any database work, so the async gate can
+    /// call it inline. `None`: take the slow path.
+    pub fn try_consume_known(
+        &self,
+        voucher: &SignedVoucher,
+        max_cost: U256,
+        check: impl FnOnce() -> Result<()>,
+    ) -> Option<Result<Reservation>> {
+        let mut inner = self.inner.try_lock().ok()?;
+        let (payer, epoch) = (voucher.voucher.payer, voucher.voucher.epoch);
+        let row = inner.rows.get_mut(&(payer, epoch))?;
+        if row.best != *voucher {
+            return None;
+        }
+        if let Err(e) = check() {
+            return Some(Err(e));
+        }
+        let available = if row.closed {
+            U256::ZERO
+        } else {
+            row.available()
+        };
+        if available < max_cost {
+            return Some(Err(PaymentError::InsufficientCredit {
+                needed: max_cost,
+                available,
+            }));
+        }
+        row.reserved += max_cost;
+        Some(Ok(Reservation {
+            payer,
+            epoch,
+            amount: max_cost,
+        }))
+    }
+
     /// Admits a call atomically when the best voucher minus consumed minus reserved covers
     /// `max_cost` (micro-units), holding `max_cost` until the reservation is settled.
     pub fn try_consume(&self, payer: Address, epoch: u64, max_cost: U256) -> Result<Reservation> {
@@ -331,12 +383,70 @@ impl Ledger {
             if let Some(row) = inner.rows.get_mut(&(res.payer, res.epoch)) {
                 row.consumed = consumed;
             }
+            inner.dirty.remove(&(res.payer, res.epoch));
         }
         Ok(Charge {
             cost,
             consumed,
             authorized,
         })
+    }
+
+    /// Charges a call in memory, without touching the database, when its channel row is
+    /// cached and no other thread holds the ledger; `None` means "take the blocking path"
+    /// ([`Ledger::settle_reservation`]). The consumed total reaches disk with the next
+    /// [`Ledger::flush`] (the provider flushes a few times a second and on shutdown).
+    ///
+    /// Why this is safe: vouchers, the payer's commitments and what settlement redeems,
+    /// are still fsync'd before their call runs. `consumed` is the provider's own
+    /// bookkeeping for admission; a crash between flushes forgets at most the charges of
+    /// that interval, which only lets the payer's prepaid part stretch a little further. It
+    /// can never make settlement claim more than a voucher.
+    pub fn settle_reservation_cached(
+        &self,
+        res: &Reservation,
+        actual_cost: U256,
+    ) -> Option<Charge> {
+        let mut inner = self.inner.try_lock().ok()?;
+        let k = (res.payer, res.epoch);
+        let row = inner.rows.get_mut(&k)?;
+        let cost = actual_cost.min(res.amount);
+        row.reserved = row.reserved.saturating_sub(res.amount);
+        row.consumed = row.consumed.saturating_add(cost);
+        let charge = Charge {
+            cost,
+            consumed: row.consumed,
+            authorized: row.authorized_micro(),
+        };
+        if !cost.is_zero() {
+            inner.dirty.insert(k);
+        }
+        Some(charge)
+    }
+
+    /// Writes the consumed totals charged in memory since the last flush, in one
+    /// transaction. Returns how many channels were written.
+    pub fn flush(&self) -> Result<usize> {
+        let mut inner = self.lock();
+        if inner.dirty.is_empty() {
+            return Ok(0);
+        }
+        let Inner { conn, rows, dirty } = &mut *inner;
+        set_sync(conn, false)?;
+        let tx = conn.transaction()?;
+        let mut written = 0;
+        for (payer, epoch) in dirty.iter() {
+            if let Some(row) = rows.get(&(*payer, *epoch)) {
+                tx.execute(
+                    "UPDATE channels SET consumed = ?3 WHERE payer = ?1 AND epoch = ?2",
+                    params![key(*payer), epoch.to_string(), row.consumed.to_string()],
+                )?;
+                written += 1;
+            }
+        }
+        tx.commit()?;
+        dirty.clear();
+        Ok(written)
     }
 
     /// The best voucher of every open channel whose amount is above what was redeemed:
@@ -410,6 +520,7 @@ impl Ledger {
 
     /// Totals over every channel.
     pub fn status(&self) -> Result<LedgerStatus> {
+        self.flush()?;
         let inner = self.lock();
         let mut stmt = inner
             .conn

@@ -218,3 +218,95 @@ fn a_better_voucher_keeps_calls_in_flight_reserved() {
     assert_eq!((row.consumed, row.reserved), (micro(2), U256::ZERO));
     assert_eq!(row.best.voucher.amount, U256::from(2));
 }
+
+#[test]
+fn known_voucher_admits_from_memory_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path().join("ledger.db")).unwrap();
+    let v = voucher(1, 0, 10);
+    let payer = v.voucher.payer;
+    // Not in memory yet: the slow path.
+    assert!(ledger.try_consume_known(&v, micro(1), || Ok(())).is_none());
+    ledger.record_voucher(&v).unwrap();
+    ledger.channel(payer, 0).unwrap();
+    let res = ledger
+        .try_consume_known(&v, micro(4), || Ok(()))
+        .expect("cached")
+        .unwrap();
+    assert_eq!(
+        ledger.channel(payer, 0).unwrap().unwrap().reserved,
+        micro(4)
+    );
+    // Another (older, lower) voucher of the same channel is not the best: slow path.
+    assert!(ledger
+        .try_consume_known(&voucher(1, 0, 5), micro(1), || Ok(()))
+        .is_none());
+    // The check runs and its error is the answer; nothing is held then.
+    let refused = ledger
+        .try_consume_known(&v, micro(1), || Err(PaymentError::PaymentRequired))
+        .unwrap();
+    assert!(matches!(refused, Err(PaymentError::PaymentRequired)));
+    // Not enough left besides the 4 held: refused with what is available.
+    match ledger.try_consume_known(&v, micro(7), || Ok(())).unwrap() {
+        Err(PaymentError::InsufficientCredit { available, .. }) => {
+            assert_eq!(available, micro(6));
+        }
+        other => panic!("expected InsufficientCredit, got {other:?}"),
+    }
+    ledger.settle_reservation(res, micro(3)).unwrap();
+    let row = ledger.channel(payer, 0).unwrap().unwrap();
+    assert_eq!((row.consumed, row.reserved), (micro(3), U256::ZERO));
+    // A closed channel admits nothing.
+    ledger.close(payer, 0).unwrap();
+    assert!(matches!(
+        ledger.try_consume_known(&v, U256::from(1), || Ok(())),
+        Some(Err(PaymentError::InsufficientCredit { .. }))
+    ));
+}
+
+#[test]
+fn memory_charges_reach_disk_on_flush_and_a_crash_forgets_only_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let v = voucher(1, 0, 500);
+    let payer = v.voucher.payer;
+    let ledger = Ledger::open(&path).unwrap();
+    ledger.record_voucher(&v).unwrap();
+    // First charge through the blocking path: on disk at once.
+    let res = ledger.try_consume(payer, 0, micro(10)).unwrap();
+    ledger.settle_reservation(res, micro(1)).unwrap();
+    // Then two charges in memory only.
+    for _ in 0..2 {
+        let res = ledger.try_consume(payer, 0, micro(10)).unwrap();
+        let charge = ledger
+            .settle_reservation_cached(&res, micro(2))
+            .expect("cached row");
+        assert_eq!(charge.cost, micro(2));
+    }
+    let row = ledger.channel(payer, 0).unwrap().unwrap();
+    assert_eq!((row.consumed, row.reserved), (micro(5), U256::ZERO));
+    {
+        // Another process (e.g. `provider status` before a flush) sees the last flush.
+        let other = Ledger::open(&path).unwrap();
+        assert_eq!(other.channel(payer, 0).unwrap().unwrap().consumed, micro(1));
+        std::mem::forget(other);
+    }
+    assert_eq!(ledger.flush().unwrap(), 1);
+    assert_eq!(ledger.flush().unwrap(), 0, "nothing left to write");
+    // One more charge in memory, then a crash (no drop, no flush): the voucher and the
+    // flushed charges survive; only the unflushed charge is forgotten.
+    let res = ledger.try_consume(payer, 0, micro(10)).unwrap();
+    ledger.settle_reservation_cached(&res, micro(3)).unwrap();
+    std::mem::forget(ledger);
+    let reopened = Ledger::open(&path).unwrap();
+    let row = reopened.channel(payer, 0).unwrap().unwrap();
+    assert_eq!(row.best, v);
+    assert_eq!(row.consumed, micro(5));
+    assert_eq!(reopened.unredeemed().unwrap(), vec![v]);
+    // A clean drop flushes.
+    let res = reopened.try_consume(payer, 0, micro(10)).unwrap();
+    reopened.settle_reservation_cached(&res, micro(4)).unwrap();
+    drop(reopened);
+    let again = Ledger::open(&path).unwrap();
+    assert_eq!(again.channel(payer, 0).unwrap().unwrap().consumed, micro(9));
+}

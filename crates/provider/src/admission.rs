@@ -1,13 +1,22 @@
 //! The payment slot of the request pipeline.
 //!
 //! Every call passes [`Admission::admit`] before the guest runs and [`Admission::charge`]
-//! after it answers. Today the node ships [`Free`]; the paid-calls layer (vouchers, the
-//! durable ledger) plugs in here without touching the HTTP code.
+//! (or [`Admission::release`] when it did not run) after it. The trait is async and
+//! dyn-compatible so the paid layer ([`crate::Paid`]: vouchers, the durable ledger, chain
+//! reads) plugs in behind a `Box<dyn Admission>` without touching the HTTP code; [`Free`]
+//! is the other implementation.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use axum::http::HeaderMap;
+use khachapuri_payments::Reservation;
 use khachapuri_types::Spec;
 
 use crate::ProviderError;
+
+/// A boxed, sendable future: what the dyn-compatible async methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a call used, for pricing after execution.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,23 +27,72 @@ pub struct Usage {
     pub bytes_out: u64,
 }
 
-/// Permission to run one call, handed back at charge time.
+/// The limits that bound a call's cost: admission prices the worst case before running.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallLimits {
+    /// Longest the guest may run (ms), after the provider's caps.
+    pub timeout_ms: u64,
+    /// Largest response body (bytes), after the provider's caps.
+    pub max_response_bytes: u64,
+}
+
+/// Everything admission may look at, borrowed from the request pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct CallInfo<'a> {
+    /// The deployment's spec (payer policy, sponsor voucher, owner).
+    pub spec: &'a Spec,
+    /// Request headers (`Khachapuri-Payment`).
+    pub headers: &'a HeaderMap,
+    /// The call's limits, so its maximum cost can be priced.
+    pub limits: CallLimits,
+}
+
+/// Permission to run one call, handed back at charge (or release) time.
 #[derive(Debug, Default)]
 pub struct Ticket {
     /// Who pays (0x-hex address) when the call is paid.
     pub payer: Option<String>,
+    /// The credit held for the call's maximum cost, when the call is paid.
+    pub reservation: Option<Reservation>,
 }
 
 /// Decides whether a call may run and what it costs.
 pub trait Admission: Send + Sync + 'static {
     /// Checks payment before the guest runs; errors become the answer.
-    fn admit(&self, spec: &Spec, headers: &HeaderMap) -> Result<Ticket, ProviderError>;
+    fn admit<'a>(&'a self, call: CallInfo<'a>) -> BoxFuture<'a, Result<Ticket, ProviderError>>;
 
-    /// Records the cost after the guest answered; returns a receipt header value, if any.
-    fn charge(&self, ticket: Ticket, usage: Usage) -> Option<String>;
+    /// Records the cost after the guest answered; returns the receipt header value, if any.
+    fn charge(
+        &self,
+        ticket: Ticket,
+        usage: Usage,
+    ) -> BoxFuture<'_, Result<Option<String>, ProviderError>>;
+
+    /// Gives back a ticket whose call did not run (busy node) or was abandoned (the client
+    /// went away mid-call): nothing is charged. Called from `Drop`, so it must not block or
+    /// await; implementations hand the work to a background task.
+    fn release(&self, ticket: Ticket);
 
     /// Whether calls cost anything (shown at `/.well-known/khachapuri`).
     fn is_free(&self) -> bool;
+
+    /// Payment terms for `/.well-known/khachapuri` (chain, escrow, pricing), if any.
+    fn describe(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// `POST /.well-known/khachapuri/voucher`: verifies and records a top-up voucher and
+    /// answers where the channel stands. Free nodes have nothing to top up.
+    fn top_up<'a>(
+        &'a self,
+        _body: &'a [u8],
+    ) -> BoxFuture<'a, Result<serde_json::Value, ProviderError>> {
+        Box::pin(async {
+            Err(ProviderError::NotPaid(
+                "this provider is free: there is nothing to top up".into(),
+            ))
+        })
+    }
 }
 
 /// Every call is free: `khachapuri dev --free` and free public providers.
@@ -42,13 +100,19 @@ pub trait Admission: Send + Sync + 'static {
 pub struct Free;
 
 impl Admission for Free {
-    fn admit(&self, _spec: &Spec, _headers: &HeaderMap) -> Result<Ticket, ProviderError> {
-        Ok(Ticket::default())
+    fn admit<'a>(&'a self, _call: CallInfo<'a>) -> BoxFuture<'a, Result<Ticket, ProviderError>> {
+        Box::pin(async { Ok(Ticket::default()) })
     }
 
-    fn charge(&self, _ticket: Ticket, _usage: Usage) -> Option<String> {
-        None
+    fn charge(
+        &self,
+        _ticket: Ticket,
+        _usage: Usage,
+    ) -> BoxFuture<'_, Result<Option<String>, ProviderError>> {
+        Box::pin(async { Ok(None) })
     }
+
+    fn release(&self, _ticket: Ticket) {}
 
     fn is_free(&self) -> bool {
         true

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ProviderError;
+use crate::{PaymentsConfig, ProviderError};
 
 /// Everything the node needs; every field says why it exists.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,6 +20,9 @@ pub struct NodeConfig {
     /// Operator address (0x-hex) once a wallet is configured; specs sealed to another
     /// address are refused.
     pub address: Option<String>,
+    /// The node's X25519 secret key (hex file written by `provider register` / `dev`):
+    /// without it, specs sealed to this node's address cannot be opened.
+    pub x25519_key_file: Option<PathBuf>,
     /// Blocks fetched from gateways and compiled code live here.
     pub data_dir: PathBuf,
     /// Trustless gateways to fetch specs and artifacts from, after the local store.
@@ -44,6 +47,9 @@ pub struct NodeConfig {
     pub max_artifact_bytes: u64,
     /// Timeout of each fetch from a gateway.
     pub fetch_timeout_ms: u64,
+    /// How calls are paid (chain, escrow, prices, operator key); absent or `free = true`
+    /// means every call is free.
+    pub payments: Option<PaymentsConfig>,
 }
 
 impl Default for NodeConfig {
@@ -52,6 +58,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             name: "local".into(),
             address: None,
+            x25519_key_file: None,
             data_dir: PathBuf::from("provider"),
             gateways: Vec::new(),
             free: false,
@@ -64,6 +71,7 @@ impl Default for NodeConfig {
             max_response_bytes: 32 * 1024 * 1024,
             max_artifact_bytes: 256 * 1024 * 1024,
             fetch_timeout_ms: 30_000,
+            payments: None,
         }
     }
 }
@@ -83,6 +91,9 @@ impl NodeConfig {
         }
         if self.max_memory_mb > 4096 {
             return bad("max_memory_mb cannot exceed 4096 (32-bit linear memory)");
+        }
+        if let (Some(p), false) = (&self.payments, self.free) {
+            p.validate()?;
         }
         for g in &self.gateways {
             if !(g.starts_with("http://") || g.starts_with("https://")) {

@@ -2,6 +2,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use khachapuri_payments::PaymentError;
 use serde_json::json;
 
 /// Why a request was not answered by the function.
@@ -52,6 +53,19 @@ pub enum ProviderError {
         /// What happened, safe to show the caller.
         message: String,
     },
+    /// A payment was missing, refused, or could not be checked. `body` is the JSON of a
+    /// `402 Payment Required` (price, provider, escrow, chain id, epoch, consumed,
+    /// authorized) when more money is needed.
+    #[error("{error}")]
+    Payment {
+        /// What went wrong, with its status ([`PaymentError::status_code`]).
+        error: PaymentError,
+        /// The 402 body, when the caller must pay (more).
+        body: Option<serde_json::Value>,
+    },
+    /// A payment endpoint was asked of a node that does not take payments.
+    #[error("{0}")]
+    NotPaid(String),
     /// A bug or an I/O failure on this node.
     #[error("internal error: {0}")]
     Internal(String),
@@ -72,6 +86,9 @@ impl ProviderError {
             Self::Guest { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
+            Self::Payment { error, .. } => StatusCode::from_u16(error.status_code())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Self::NotPaid(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -87,6 +104,8 @@ impl ProviderError {
             Self::RequestTooLarge { .. } => "request_too_large",
             Self::Busy(_) => "busy",
             Self::Guest { .. } => "guest_fault",
+            Self::Payment { error, .. } => payment_kind(error),
+            Self::NotPaid(_) => "not_paid",
             Self::Internal(_) => "internal",
         }
     }
@@ -99,6 +118,7 @@ impl ProviderError {
             }
             Self::Busy(_) => Some("retry after the number of seconds in Retry-After"),
             Self::RequestTooLarge { .. } => Some("send a smaller body"),
+            Self::Payment { error, .. } => Some(payment_hint(error)),
             _ => None,
         }
     }
@@ -136,6 +156,12 @@ impl ProviderError {
     }
 }
 
+impl From<PaymentError> for ProviderError {
+    fn from(error: PaymentError) -> Self {
+        Self::Payment { error, body: None }
+    }
+}
+
 impl From<khachapuri_runtime::RuntimeError> for ProviderError {
     fn from(e: khachapuri_runtime::RuntimeError) -> Self {
         use khachapuri_runtime::RuntimeError as R;
@@ -152,9 +178,77 @@ impl From<khachapuri_runtime::RuntimeError> for ProviderError {
     }
 }
 
+/// Short machine-readable kind of a payment failure.
+fn payment_kind(e: &PaymentError) -> &'static str {
+    match e {
+        PaymentError::PaymentRequired => "payment_required",
+        PaymentError::InsufficientCredit { .. } => "insufficient_credit",
+        PaymentError::MalformedHeader(_) => "malformed_payment",
+        PaymentError::BadSignature(_) => "bad_signature",
+        PaymentError::WrongProvider { .. } => "wrong_provider",
+        PaymentError::WrongEpoch { .. } => "wrong_epoch",
+        PaymentError::AboveFunds { .. } => "above_funds",
+        PaymentError::ChannelUnlocking { .. } => "channel_unlocking",
+        PaymentError::Chain(_) => "chain",
+        PaymentError::Ledger(_) | PaymentError::Corrupt(_) | PaymentError::Task(_) => "ledger",
+        // Caller-side errors: a provider never produces them.
+        PaymentError::PriceTooHigh { .. }
+        | PaymentError::ChannelShort { .. }
+        | PaymentError::UnknownEscrow { .. }
+        | PaymentError::MalformedPaymentRequired(_)
+        | PaymentError::State { .. } => "internal",
+    }
+}
+
+/// What the caller can do about a payment failure.
+fn payment_hint(e: &PaymentError) -> &'static str {
+    match e {
+        PaymentError::PaymentRequired | PaymentError::InsufficientCredit { .. } => {
+            "sign a voucher covering `price` more micro-units for this provider (`khachapuri call` does it from the active wallet)"
+        }
+        PaymentError::MalformedHeader(_) => {
+            "Khachapuri-Payment is base64url of JSON {payer, provider, epoch, amount, signature}"
+        }
+        PaymentError::BadSignature(_) => {
+            "sign the EIP-712 Voucher with the payer's key for this chain id and escrow (see /.well-known/khachapuri)"
+        }
+        PaymentError::WrongProvider { .. } => {
+            "make the voucher out to this provider's address (see /.well-known/khachapuri)"
+        }
+        PaymentError::WrongEpoch { .. } => {
+            "sign a voucher for the channel's current epoch (`khachapuri escrow status`)"
+        }
+        PaymentError::AboveFunds { .. } => {
+            "fund the channel first: `khachapuri escrow fund PROVIDER AMOUNT`"
+        }
+        PaymentError::ChannelUnlocking { .. } => {
+            "the channel is closing: reclaim it, then fund it again with `khachapuri escrow fund`"
+        }
+        PaymentError::Chain(_) => "the provider cannot reach its chain node; retry shortly",
+        PaymentError::Ledger(_) | PaymentError::Corrupt(_) | PaymentError::Task(_) => {
+            "the provider's ledger failed; retry shortly or tell its operator"
+        }
+        PaymentError::PriceTooHigh { .. }
+        | PaymentError::ChannelShort { .. }
+        | PaymentError::UnknownEscrow { .. }
+        | PaymentError::MalformedPaymentRequired(_)
+        | PaymentError::State { .. } => "an internal error of the provider; tell its operator",
+    }
+}
+
 impl IntoResponse for ProviderError {
     fn into_response(self) -> Response {
         let status = self.status();
+        if let Self::Payment {
+            error,
+            body: Some(mut body),
+        } = self
+        {
+            body["error"] = json!(error.to_string());
+            body["kind"] = json!(payment_kind(&error));
+            body["hint"] = json!(payment_hint(&error));
+            return (status, axum::Json(body)).into_response();
+        }
         let mut body = json!({ "error": self.to_string(), "kind": self.kind() });
         if let Some(h) = self.hint() {
             body["hint"] = json!(h);

@@ -5,11 +5,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -24,6 +24,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/.well-known/khachapuri", get(well_known))
+        .route("/.well-known/khachapuri/voucher", post(voucher))
         .route("/{cid}", any(call_root))
         .route("/{cid}/", any(call_root))
         .route("/{cid}/{*rest}", any(call_rest))
@@ -54,9 +55,23 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
         .into_response()
 }
 
+async fn voucher(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    match node.admission.top_up(&body).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => answer(Err(e)),
+    }
+}
+
 async fn well_known(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     let c = node.config();
+    let payments = node.admission.describe();
+    let chain = |k: &str| payments.as_ref().and_then(|p| p.get(k).cloned());
     Json(json!({
+        "chain_id": chain("chain_id"),
+        "escrow": chain("escrow"),
+        "registry": chain("registry"),
+        "pricing": chain("pricing"),
+        "payments": payments,
         "name": c.name,
         "address": c.address,
         "version": env!("CARGO_PKG_VERSION"),

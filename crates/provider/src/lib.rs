@@ -7,10 +7,19 @@ mod error;
 mod http;
 mod metrics;
 mod node;
+mod paid;
+mod payments_config;
+mod settlement;
 
-pub use admission::{Admission, Free, Ticket, Usage};
+pub use admission::{Admission, BoxFuture, CallInfo, CallLimits, Free, Ticket, Usage};
 pub use config::NodeConfig;
 pub use error::ProviderError;
 pub use http::{router, serve};
 pub use metrics::Metrics;
 pub use node::{Deployment, Node, RECEIPT_HEADER};
+pub use paid::{Paid, PaidTerms};
+pub use payments_config::{
+    connect_payments, format_micro_usdc, parse_micro_usdc, PaidSetup, PaymentsConfig, PriceList,
+    PASSWORD_ENV,
+};
+pub use settlement::Settlement;

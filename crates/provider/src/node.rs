@@ -14,7 +14,7 @@ use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
-use crate::admission::{Admission, Usage};
+use crate::admission::{Admission, CallInfo, CallLimits, Ticket, Usage};
 use crate::metrics::Metrics;
 use crate::{NodeConfig, ProviderError};
 
@@ -55,6 +55,9 @@ pub struct Node {
     pub(crate) metrics: Metrics,
     /// Provider caps applied to every spec.
     caps: Limits,
+    /// X25519 secret that opens envelopes sealed to `config.address` (from
+    /// `config.x25519_key_file`); wiped from memory on drop.
+    seal_key: Option<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 impl Node {
@@ -88,6 +91,14 @@ impl Node {
             },
         )
         .map_err(|e| ProviderError::Config(format!("cannot open the block store: {e}")))?;
+        let seal_key = match &config.x25519_key_file {
+            Some(path) => Some(zeroize::Zeroizing::new(
+                khachapuri_seal::load_key_file(path)
+                    .map_err(|e| ProviderError::Config(e.to_string()))?
+                    .0,
+            )),
+            None => None,
+        };
         Ok(Self {
             config,
             store,
@@ -96,6 +107,7 @@ impl Node {
             deployments: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             caps,
+            seal_key,
         })
     }
 
@@ -114,12 +126,28 @@ impl Node {
         let span = tracing::info_span!("call", %cid, method = %req.method());
         async move {
             let admitted = match self.deployment(cid).await {
-                Ok(d) => self.admission.admit(&d.spec, req.headers()).map(|t| (d, t)),
+                Ok(d) => {
+                    let call = CallInfo {
+                        spec: &d.spec,
+                        headers: req.headers(),
+                        limits: CallLimits {
+                            timeout_ms: u64::try_from(d.limits.timeout.as_millis())
+                                .unwrap_or(u64::MAX),
+                            max_response_bytes: d.limits.max_response_bytes as u64,
+                        },
+                    };
+                    let admitted = self.admission.admit(call).await;
+                    admitted.map(|t| (d, t))
+                }
                 Err(e) => Err(e),
             };
             let (deployment, ticket) = admitted.inspect_err(|_| {
                 Metrics::inc(&self.metrics.calls_refused);
             })?;
+            let mut ticket = TicketGuard {
+                admission: &*self.admission,
+                ticket: Some(ticket),
+            };
             let opts = CallOptions {
                 env: &deployment.env,
                 limits: deployment.limits,
@@ -129,24 +157,33 @@ impl Node {
             let started = Instant::now();
             let result = self.runtime.handle(&deployment.prepared, req, &opts).await;
             Metrics::dec_gauge(&self.metrics.in_flight);
+            let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let resp = match result {
                 Ok(resp) => resp,
                 Err(e) => {
-                    let counter = if e.http_status() == 503 {
-                        &self.metrics.calls_busy
+                    if e.http_status() == 503 {
+                        Metrics::inc(&self.metrics.calls_busy);
+                        drop(ticket);
                     } else {
-                        &self.metrics.calls_faulted
-                    };
-                    Metrics::inc(counter);
+                        // The guest ran (and faulted): its time is charged, no bytes out.
+                        Metrics::inc(&self.metrics.calls_faulted);
+                        let usage = Usage {
+                            millis,
+                            bytes_out: 0,
+                        };
+                        if let Err(c) = self.admission.charge(ticket.take(), usage).await {
+                            tracing::warn!(error = %c, "cannot charge a faulted call");
+                        }
+                    }
                     return Err(ProviderError::from(e));
                 }
             };
             Metrics::inc(&self.metrics.calls_ok);
             let usage = Usage {
-                millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                millis,
                 bytes_out: resp.body().len() as u64,
             };
-            let receipt = self.admission.charge(ticket, usage);
+            let receipt = self.admission.charge(ticket.take(), usage).await?;
             let mut resp = resp.map(Body::from);
             if let Some(r) = receipt.and_then(|r| HeaderValue::from_str(&r).ok()) {
                 resp.headers_mut().insert(RECEIPT_HEADER, r);
@@ -235,21 +272,40 @@ impl Node {
         }))
     }
 
-    /// Opens an envelope: public specs as they are; sealed ones are not supported yet.
+    /// Opens an envelope: public specs as they are, sealed ones with this node's X25519
+    /// key when sealed to its address; either way the owner's signature must hold. The
+    /// decrypted spec only ever lives in memory (the deployments cache).
     fn open(&self, envelope: Envelope) -> Result<Spec, ProviderError> {
-        match envelope {
+        let spec = match envelope {
             Envelope::Public { spec } => {
                 if spec.provider.is_some() {
                     return Err(ProviderError::Forbidden(
                         "a public spec must not name a provider".into(),
                     ));
                 }
-                Ok(spec)
+                spec
             }
-            Envelope::Sealed { provider, .. } => Err(ProviderError::Forbidden(format!(
-                "this deployment is sealed to provider {provider}; this node serves public deployments only"
-            ))),
-        }
+            Envelope::Sealed { ref provider, .. } => {
+                let (Some(address), Some(key)) = (&self.config.address, &self.seal_key) else {
+                    let missing = if self.config.address.is_none() {
+                        "no operator address"
+                    } else {
+                        "no X25519 key (x25519_key_file)"
+                    };
+                    return Err(ProviderError::Forbidden(format!(
+                        "this deployment is sealed to provider {provider}; this node has {missing} and serves public deployments only"
+                    )));
+                };
+                khachapuri_seal::open(&envelope, address, key)
+                    .map_err(|e| ProviderError::Forbidden(e.to_string()))?
+            }
+        };
+        khachapuri_chain::verify_spec(&spec).map_err(|e| {
+            ProviderError::Forbidden(format!(
+                "the deployment's owner signature does not hold: {e}"
+            ))
+        })?;
+        Ok(spec)
     }
 
     fn limits_for(&self, spec: &Spec) -> Limits {
@@ -285,6 +341,29 @@ impl Node {
     /// Runtime counters for `/metrics`.
     pub(crate) fn runtime_metrics(&self) -> khachapuri_runtime::MetricsSnapshot {
         self.runtime.metrics()
+    }
+}
+
+/// Holds a call's ticket until it is charged; dropped before that (busy node, or the
+/// client went away and the call's future was dropped) it releases the ticket, so an
+/// abandoned call's reservation never keeps holding the payer's credit.
+struct TicketGuard<'a> {
+    admission: &'a dyn Admission,
+    ticket: Option<Ticket>,
+}
+
+impl TicketGuard<'_> {
+    /// The ticket, for charging; the guard then has nothing left to release.
+    fn take(&mut self) -> Ticket {
+        self.ticket.take().unwrap_or_default()
+    }
+}
+
+impl Drop for TicketGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.admission.release(t);
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! The provider over real HTTP: a store server and a provider node on 127.0.0.1:0, the
-//! example and fault guests deployed as public specs, called with reqwest.
+//! example and fault guests deployed as owner-signed public specs (and sealed ones),
+//! called with reqwest.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use khachapuri_chain::{dev_signer, sign_spec, PrivateKeySigner};
 use khachapuri_provider::{Free, Node, NodeConfig};
 use khachapuri_store::Blockstore;
 use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
@@ -78,11 +80,17 @@ impl Net {
         imported.cid
     }
 
+    /// Deploys `wasm` as a public spec signed by [`owner`].
     fn deploy(&self, wasm: &Bytes, runtime: RuntimeKind, edit: impl FnOnce(&mut Spec)) -> String {
-        let artifact = self.put(wasm);
-        let mut spec = Spec::new(artifact.to_string(), runtime, 1);
+        let mut spec = self.spec(wasm, runtime);
         edit(&mut spec);
+        sign_spec(&mut spec, &owner()).unwrap();
         self.put(&Envelope::Public { spec }.to_bytes()).to_string()
+    }
+
+    /// An unsigned spec for `wasm`, its artifact stored.
+    fn spec(&self, wasm: &Bytes, runtime: RuntimeKind) -> Spec {
+        Spec::new(self.put(wasm).to_string(), runtime, 1)
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
@@ -93,6 +101,11 @@ impl Net {
             .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
+}
+
+/// The deployments' owner in these tests.
+fn owner() -> PrivateKeySigner {
+    dev_signer(1)
 }
 
 fn client() -> reqwest::Client {
@@ -286,4 +299,176 @@ async fn discovery_metrics_and_gateway() {
     assert_eq!(r.status(), 200);
     let bytes = r.bytes().await.unwrap();
     assert!(Cid::raw(&bytes) == hello.parse().unwrap());
+}
+
+#[tokio::test]
+async fn public_specs_need_the_owners_signature() {
+    let net = start(|_| {}).await;
+    let faults = khachapuri_testkit::faults();
+    let put_public = |spec: Spec| net.put(&Envelope::Public { spec }.to_bytes());
+
+    let unsigned = put_public(net.spec(&faults, RuntimeKind::WasiHttp));
+    let (status, body) = net.get(&format!("/{unsigned}/env")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("signature"), "{body}");
+
+    let mut tampered = net.spec(&faults, RuntimeKind::WasiHttp);
+    sign_spec(&mut tampered, &owner()).unwrap();
+    tampered.env.insert("INJECTED".into(), "1".into());
+    assert_eq!(
+        net.get(&format!("/{}/env", put_public(tampered))).await.0,
+        403
+    );
+
+    // Signed by key 4, claiming key 1 as its owner.
+    let mut foreign = net.spec(&faults, RuntimeKind::WasiHttp);
+    foreign.created_at = 2;
+    sign_spec(&mut foreign, &dev_signer(4)).unwrap();
+    foreign.owner = Some(format!("{:#x}", owner().address()));
+    assert_eq!(
+        net.get(&format!("/{}/env", put_public(foreign))).await.0,
+        403
+    );
+
+    let mut good = net.spec(&faults, RuntimeKind::WasiHttp);
+    good.created_at = 3;
+    sign_spec(&mut good, &owner()).unwrap();
+    assert_eq!(net.get(&format!("/{}/env", put_public(good))).await.0, 200);
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn sealed_specs_open_only_at_their_provider() {
+    const SECRET: &str = "tok-5f3a9c-very-secret";
+    let keys = tempfile::tempdir().unwrap();
+    let (key_a, key_b) = (keys.path().join("a.key"), keys.path().join("b.key"));
+    let (_, pub_a) = khachapuri_seal::load_or_create_key_file(&key_a).unwrap();
+    let (_, pub_b) = khachapuri_seal::load_or_create_key_file(&key_b).unwrap();
+    let addr_a = format!("{:#x}", dev_signer(2).address());
+    let addr_b = format!("{:#x}", dev_signer(3).address());
+    let a = start(|c| {
+        c.address = Some(addr_a.clone());
+        c.x25519_key_file = Some(key_a.clone());
+    })
+    .await;
+    let b = start(|c| {
+        c.address = Some(addr_b.clone());
+        c.x25519_key_file = Some(key_b.clone());
+    })
+    .await;
+    let keyless = start(|c| c.address = Some(addr_a.clone())).await;
+    let faults = khachapuri_testkit::faults();
+
+    let sealed_spec = |created_at: u64, signer: Option<&PrivateKeySigner>| {
+        let mut spec = a.spec(&faults, RuntimeKind::WasiHttp);
+        spec.created_at = created_at;
+        spec.env.insert("SECRET_TOKEN".into(), SECRET.into());
+        spec.provider = Some(addr_a.clone());
+        if let Some(s) = signer {
+            sign_spec(&mut spec, s).unwrap();
+        }
+        spec
+    };
+    let spec = sealed_spec(1, Some(&owner()));
+    let envelope = khachapuri_seal::seal(&spec, &addr_a, &pub_a).unwrap();
+    let bytes = envelope.to_bytes();
+    let cid = a.put(&bytes);
+    b.put(&faults);
+    assert_eq!(b.put(&bytes), cid);
+    keyless.put(&faults);
+    keyless.put(&bytes);
+
+    // What the store holds is ciphertext only.
+    let stored = a.blocks.get(&cid).unwrap().unwrap();
+    assert!(!contains(&stored, SECRET) && !contains(&stored, "SECRET_TOKEN"));
+
+    // The provider it is sealed to runs it, and the function sees the secret.
+    let (status, body) = a.get(&format!("/{cid}/env")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "SECRET_TOKEN=tok-5f3a9c-very-secret\n")
+    );
+    // A second provider cannot open it; nor can a node without the key.
+    let (status, body) = b.get(&format!("/{cid}/env")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("sealed to provider"), "{body}");
+    assert!(!body.contains(SECRET), "{body}");
+    let (status, body) = keyless.get(&format!("/{cid}/env")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("X25519"), "{body}");
+
+    // Sealed to A's address but with B's key: A cannot decrypt it.
+    let wrong_key =
+        khachapuri_seal::seal(&sealed_spec(2, Some(&owner())), &addr_a, &pub_b).unwrap();
+    assert_eq!(
+        a.get(&format!("/{}/env", a.put(&wrong_key.to_bytes())))
+            .await
+            .0,
+        403
+    );
+    // Tampered ciphertext.
+    let tampered = match khachapuri_seal::seal(&spec, &addr_a, &pub_a).unwrap() {
+        khachapuri_types::Envelope::Sealed {
+            provider,
+            enc,
+            ciphertext,
+        } => {
+            let mut c = ciphertext.into_bytes();
+            c[10] = if c[10] == b'A' { b'B' } else { b'A' };
+            Envelope::Sealed {
+                provider,
+                enc,
+                ciphertext: String::from_utf8(c).unwrap(),
+            }
+        }
+        Envelope::Public { .. } => unreachable!(),
+    };
+    assert_eq!(
+        a.get(&format!("/{}/env", a.put(&tampered.to_bytes())))
+            .await
+            .0,
+        403
+    );
+    // Unsigned, and signed by someone other than its stated owner.
+    let unsigned = khachapuri_seal::seal(&sealed_spec(3, None), &addr_a, &pub_a).unwrap();
+    let (status, body) = a
+        .get(&format!("/{}/env", a.put(&unsigned.to_bytes())))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let mut foreign = sealed_spec(4, Some(&dev_signer(4)));
+    foreign.owner = Some(format!("{:#x}", owner().address()));
+    let foreign = khachapuri_seal::seal(&foreign, &addr_a, &pub_a).unwrap();
+    assert_eq!(
+        a.get(&format!("/{}/env", a.put(&foreign.to_bytes())))
+            .await
+            .0,
+        403
+    );
+
+    // The decrypted spec never reached the node's disk.
+    for file in files_under(a._dirs[1].path()) {
+        let data = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&data, SECRET),
+            "{} holds the secret",
+            file.display()
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! `khachapuri deploy`: build (for a folder), upload the artifact, write and upload the
-//! deployment spec, print the callable CID.
+//! `khachapuri deploy`: build (for a folder), upload the artifact, write the deployment
+//! spec, sign it with the wallet, seal it to one provider (or publish it `--public`),
+//! upload the envelope, print the callable CID.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,10 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
-use khachapuri_types::{Envelope, Limits, RuntimeKind, Spec};
+use khachapuri_chain::{PrivateKeySigner, ProviderRecord, Voucher};
+use khachapuri_types::{Envelope, Limits, PayerPolicy, RuntimeKind, Spec};
 use serde_json::json;
 
-use crate::home::Home;
+use super::chainctx;
+use crate::home::{Home, Profile};
 use crate::manifest::{parse_env_file, Manifest};
 use crate::output::{hint, Printer};
 
@@ -20,9 +23,17 @@ pub struct DeployArgs {
     /// Function folder (with khachapuri.toml) or a built `.wasm` file.
     #[arg(default_value = ".")]
     pub target: PathBuf,
+    /// Provider (registry name) to seal the spec to (default: the manifest's `provider`,
+    /// else the active profile's first provider).
+    #[arg(long, value_name = "NAME", conflicts_with = "public")]
+    pub provider: Option<String>,
     /// Publish a public spec any provider may run (no secrets).
     #[arg(long)]
     pub public: bool,
+    /// Sponsor the calls: the owner pays up to AMOUNT USDC from their escrow channel
+    /// with the provider; callers pay nothing (needs a sealed spec).
+    #[arg(long, value_name = "AMOUNT")]
+    pub sponsor: Option<String>,
     /// Environment variable for the function, `K=V` (repeatable).
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -38,7 +49,7 @@ pub struct DeployArgs {
     /// Linear memory cap in MiB.
     #[arg(long, value_name = "MB")]
     pub memory: Option<u64>,
-    /// Print `{"cid", "artifact_cid", "url"}` as JSON.
+    /// Print `{"cid", "artifact_cid", "url", "sealed", "provider", "provider_address"}` as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -50,6 +61,20 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         hint(
             "no store to publish to: the active profile has no store_url",
             "start a local network with `khachapuri dev` (it activates the `dev` profile)",
+        )
+    })?;
+
+    if args.public && args.sponsor.is_some() {
+        return Err(hint(
+            "a sponsored deployment carries the owner's voucher, which must not be public",
+            "drop --public: the spec is then sealed to the provider",
+        ));
+    }
+    // The owner signs every spec; fail before building when there is no wallet.
+    let signer = chainctx::load_signer(home, &profile).map_err(|e| {
+        hint(
+            format!("deploy signs the spec with your wallet: {e:#}"),
+            "create one with `khachapuri wallet new` (or run `khachapuri dev`)",
         )
     })?;
 
@@ -98,6 +123,23 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         env.extend(parse_env_file(&text).with_context(|| format!("in {}", f.display()))?);
     }
 
+    // Resolve the provider (and sign any sponsor voucher) before uploading anything.
+    let target = if args.public {
+        None
+    } else {
+        let name = args
+            .provider
+            .clone()
+            .or_else(|| manifest.as_ref().and_then(|m| m.provider.clone()))
+            .or_else(|| profile.providers.first().map(|p| p.name.clone()))
+            .ok_or_else(|| {
+                hint(
+                    "no provider to seal the spec to",
+                    "pass --provider NAME (see `khachapuri registry list`), or --public for a spec any provider may run",
+                )
+            })?;
+        Some(resolve_target(&profile, &name, &signer, args.sponsor.as_deref(), printer).await?)
+    };
     let kubo = khachapuri_store::KuboClient::new(
         store_url.as_str(),
         khachapuri_store::Limits {
@@ -136,31 +178,145 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
             .map(|m| m.limits.clone())
             .unwrap_or_default()
     };
+    if let Some(t) = &target {
+        spec.provider = Some(format!("{:#x}", t.record.operator));
+        if let Some(voucher) = &t.sponsor_voucher {
+            spec.payer = PayerPolicy::Sponsored;
+            spec.sponsor_voucher = Some(voucher.clone());
+        }
+    }
     spec.validate()
         .map_err(|e| hint(e.to_string(), "check --env names and limits"))?;
-    if !args.public {
-        printer.status("note: sealed deployments arrive with paid calls; publishing a public spec");
-    }
-    let envelope = Envelope::Public { spec };
+    khachapuri_chain::sign_spec(&mut spec, &signer).context("cannot sign the spec")?;
+    let envelope = match &target {
+        None => Envelope::Public { spec },
+        Some(t) => khachapuri_seal::seal(
+            &spec,
+            &format!("{:#x}", t.record.operator),
+            &t.record.pubkey,
+        )
+        .map_err(|e| {
+            hint(
+                format!("cannot seal the spec to {}: {e}", t.record.name),
+                "the provider's registered X25519 key is unusable; ask its operator to re-register",
+            )
+        })?,
+    };
     let cid = publish(&kubo, "spec.json", envelope.to_bytes().into())
         .await
         .with_context(|| format!("cannot upload the spec to {store_url}"))?;
 
-    let url = profile
-        .providers
-        .first()
-        .map(|p| format!("{}/{}", p.url.trim_end_matches('/'), cid));
+    let base_url = match &target {
+        Some(t) => Some(t.record.url.clone()),
+        None => profile.providers.first().map(|p| p.url.clone()),
+    };
+    let url = base_url.map(|u| format!("{}/{}", u.trim_end_matches('/'), cid));
     if args.json {
-        printer.json(
-            &json!({"cid": cid.to_string(), "artifact_cid": artifact_cid.to_string(), "url": url}),
-        );
+        printer.json(&json!({
+            "cid": cid.to_string(),
+            "artifact_cid": artifact_cid.to_string(),
+            "url": url,
+            "sealed": target.is_some(),
+            "provider": target.as_ref().map(|t| t.record.name.clone()),
+            "provider_address": target.as_ref().map(|t| format!("{:#x}", t.record.operator)),
+            "owner": format!("{:#x}", signer.address()),
+        }));
     } else {
+        match &target {
+            Some(t) => printer.status(format!(
+                "sealed to {} ({:#x}){}",
+                t.record.name,
+                t.record.operator,
+                if t.sponsor_voucher.is_some() {
+                    ", sponsored"
+                } else {
+                    ""
+                }
+            )),
+            None => printer.status("public spec: any provider may run it"),
+        }
         printer.data(cid);
         if let Some(url) = url {
             printer.status(format!("deployed: {url}"));
         }
     }
     Ok(())
+}
+
+/// Where a sealed spec goes, and the owner's voucher when the deployment is sponsored.
+struct Target {
+    /// The provider's registry record (operator address, X25519 key, endpoint).
+    record: ProviderRecord,
+    /// `Khachapuri-Payment` value of the owner's voucher, for `--sponsor`.
+    sponsor_voucher: Option<String>,
+}
+
+/// Resolves `name` in the registry and, for `--sponsor`, signs the owner's voucher for
+/// the provider at the channel's current epoch.
+async fn resolve_target(
+    profile: &Profile,
+    name: &str,
+    signer: &PrivateKeySigner,
+    sponsor: Option<&str>,
+    printer: &Printer,
+) -> anyhow::Result<Target> {
+    let net = chainctx::Network::from_profile(profile)?;
+    let chain = net.connect(None).await?;
+    let record = net
+        .registry(&chain)?
+        .resolve(name)
+        .await
+        .with_context(|| format!("cannot look up {name:?} in the registry"))?
+        .ok_or_else(|| {
+            hint(
+                format!("no provider named {name:?} in the registry"),
+                "list them with `khachapuri registry list`, or pass --public",
+            )
+        })?;
+    if record.pubkey == [0u8; 32] {
+        return Err(hint(
+            format!("provider {name:?} has no X25519 key in the registry, so nothing can be sealed to it"),
+            "its operator should run `khachapuri provider register` again, or pass --public",
+        ));
+    }
+    let sponsor_voucher = match sponsor {
+        None => None,
+        Some(amount) => {
+            let amount = khachapuri_chain::parse_usdc(amount).map_err(|e| {
+                hint(
+                    format!("--sponsor {amount:?}: {e}"),
+                    "write an amount of USDC like 5 or 0.25",
+                )
+            })?;
+            let escrow = net.escrow(&chain)?;
+            let channel = escrow
+                .channel(signer.address(), record.operator)
+                .await
+                .context("cannot read your escrow channel with the provider")?;
+            if channel.remaining() < amount {
+                printer.status(format!(
+                    "warning: your channel with {name} holds {} USDC, less than the {} sponsored; fund it with `khachapuri escrow fund {name} AMOUNT`",
+                    khachapuri_chain::format_usdc(channel.remaining()),
+                    khachapuri_chain::format_usdc(amount),
+                ));
+            }
+            let escrow_address = net.escrow.context("the profile has no escrow")?;
+            let voucher = Voucher {
+                payer: signer.address(),
+                provider: record.operator,
+                epoch: channel.epoch,
+                amount,
+            };
+            let signed = voucher
+                .sign(signer, chain.chain_id(), escrow_address)
+                .context("cannot sign the sponsor voucher")?;
+            Some(khachapuri_payments::encode_payment(&signed))
+        }
+    };
+    Ok(Target {
+        record,
+        sponsor_voucher,
+    })
 }
 
 /// Uploads `data` and checks the store computed the CID we compute locally: a store

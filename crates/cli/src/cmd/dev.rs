@@ -5,7 +5,9 @@
 //! it with no flags.
 //!
 //! Dev accounts: anvil account 0 deploys the contracts and is the profile's wallet (the
-//! caller who pays); account 1 operates the `dev` provider.
+//! caller who pays); account 1 operates the `dev` provider. Without `--free` the dev
+//! provider is paid (see `dev_paid.rs`): dev prices in a registry pricing table, a channel
+//! pre-funded from the wallet, and its config at `HOME/dev/provider/provider.toml`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +39,10 @@ pub struct DevArgs {
     /// MockUSDC minted to each dev wallet.
     #[arg(long, default_value = "10000")]
     pub mint: String,
+    /// USDC the dev wallet pre-funds its channel to the dev provider with (paid mode), so
+    /// calls can be paid at once.
+    #[arg(long, default_value = "100")]
+    pub fund: String,
     /// Print the endpoints as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -59,13 +65,13 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     printer.status("starting the local chain (anvil) and deploying the contracts…");
     let anvil = spawn_anvil(args.chain_port, printer)?;
     let rpc_url = anvil.endpoint();
-    let (_deployer, deployment) = khachapuri_chain::dev_network(&anvil, mint)
+    let (deployer, deployment) = khachapuri_chain::dev_network(&anvil, mint)
         .await
         .context("cannot deploy the contracts to the local chain")?;
     let operator = khachapuri_chain::dev_signer(1);
     let operator_address = operator.address();
-    let (_, x25519_public) =
-        super::provider_register::load_or_create_x25519(&base.join("provider").join("x25519.key"))?;
+    let x25519_key_file = base.join("provider").join("x25519.key");
+    let (_, x25519_public) = super::provider_register::load_or_create_x25519(&x25519_key_file)?;
     let operator_chain = khachapuri_chain::Chain::connect(&rpc_url, Some(operator))
         .await
         .context("cannot connect to the local chain")?;
@@ -83,21 +89,48 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
 
     let store = khachapuri_store::Blockstore::open(base.join("store"))
         .context("cannot open the dev content store")?;
-    let node_config = khachapuri_provider::NodeConfig {
+    let mut node_config = khachapuri_provider::NodeConfig {
         listen: provider_listener.local_addr()?,
         name: "dev".into(),
         address: Some(operator_address.to_string()),
+        x25519_key_file: Some(x25519_key_file),
         data_dir: base.join("provider"),
         gateways: vec![store_url.clone()],
-        free: true,
+        free: args.free,
         ..Default::default()
     };
-    if !args.free {
-        printer.status(
-            "note: paid calls are not wired yet; the dev provider serves calls free of charge",
-        );
-    }
-    let node = khachapuri_provider::Node::new(node_config, Box::new(khachapuri_provider::Free))
+    let (trigger, shutdown) = signal::channel();
+    let mut settlement_task = None;
+    let admission: Box<dyn khachapuri_provider::Admission> = if args.free {
+        Box::new(khachapuri_provider::Free)
+    } else {
+        let fund = khachapuri_chain::parse_usdc(&args.fund).map_err(|e| {
+            hint(
+                format!("--fund {:?}: {e}", args.fund),
+                "write an amount like 100 or 2.5",
+            )
+        })?;
+        let setup = super::dev_paid::setup(super::dev_paid::DevPaid {
+            node_config: &mut node_config,
+            deployer: &deployer,
+            operator_chain: &operator_chain,
+            deployment: &deployment,
+            rpc_url: &rpc_url,
+            fund,
+        })
+        .await?;
+        printer.status(format!(
+            "paid dev provider: prices {} USDC per call + {} per ms + {} per MB out; channel from your wallet funded with {} USDC",
+            setup.prices.per_request, setup.prices.per_ms, setup.prices.per_mb_out, args.fund
+        ));
+        settlement_task = Some(tokio::spawn(
+            setup.paid.settlement.run(shutdown.clone().wait()),
+        ));
+        Box::new(setup.paid.admission)
+    };
+    let provider_config = base.join("provider").join("provider.toml");
+    super::dev_paid::write_config(&provider_config, &node_config)?;
+    let node = khachapuri_provider::Node::new(node_config, admission)
         .context("cannot start the dev provider")?;
 
     let mut profile = Profile {
@@ -127,6 +160,16 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
             "dev_key",
             toml::Value::String(khachapuri_chain::DEV_KEYS[0].to_string()),
         ),
+        // The dev provider's config (for `provider settle|status`) and its operator key
+        // (anvil's account 1, public by design).
+        (
+            "provider_config",
+            toml::Value::String(provider_config.display().to_string()),
+        ),
+        (
+            "provider_key",
+            toml::Value::String(khachapuri_chain::DEV_KEYS[1].to_string()),
+        ),
     ];
     for (k, v) in chain_keys {
         profile.extra.insert(k.to_string(), v);
@@ -136,7 +179,6 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
         active_profile: Some("dev".into()),
     })?;
 
-    let (trigger, shutdown) = signal::channel();
     let store_task = tokio::spawn(khachapuri_store::serve(
         store_listener,
         store,
@@ -187,6 +229,9 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         let _ = store_task.await;
         let _ = provider_task.await;
+        if let Some(t) = settlement_task {
+            let _ = t.await;
+        }
     })
     .await;
     drop(anvil);

@@ -21,6 +21,10 @@ pub enum ProviderCommand {
     Run(super::provider_run::RunArgs),
     /// Claim (or update) a name in the on-chain registry with this node's endpoint and key.
     Register(super::provider_register::RegisterArgs),
+    /// Redeem every unredeemed voucher on chain now (one batched transaction).
+    Settle(super::provider_ledger::SettleArgs),
+    /// Earned, redeemed and pending amounts, and the operator's balances.
+    Status(super::provider_ledger::StatusArgs),
 }
 
 /// Runs a `provider` subcommand.
@@ -28,5 +32,7 @@ pub async fn run(args: ProviderArgs, home: &Home, printer: &Printer) -> anyhow::
     match args.command {
         ProviderCommand::Run(a) => super::provider_run::run(a, home, printer).await,
         ProviderCommand::Register(a) => super::provider_register::run(a, home, printer).await,
+        ProviderCommand::Settle(a) => super::provider_ledger::settle(a, home, printer).await,
+        ProviderCommand::Status(a) => super::provider_ledger::status(a, home, printer).await,
     }
 }

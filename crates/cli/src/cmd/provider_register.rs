@@ -4,10 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::Args;
-use khachapuri_chain::{alloy_hex, Registration, U256};
-use rand::RngCore;
+use khachapuri_chain::{Registration, U256};
 
 use super::chainctx;
 use crate::home::{Home, ProviderEntry};
@@ -39,29 +37,7 @@ pub fn x25519_key_path(home: &Home) -> PathBuf {
 
 /// Loads the node's X25519 key pair, generating it on first use. Returns (secret, public).
 pub fn load_or_create_x25519(path: &Path) -> anyhow::Result<([u8; 32], [u8; 32])> {
-    let secret: [u8; 32] = match std::fs::read_to_string(path) {
-        Ok(text) => alloy_hex::decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .with_context(|| format!("{} is not a 32-byte hex key", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut bytes);
-            let dir = path.parent().context("key path has no directory")?;
-            std::fs::create_dir_all(dir)?;
-            std::fs::write(path, alloy_hex::encode(bytes))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-            }
-            bytes
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret));
-    Ok((secret, *public.as_bytes()))
+    Ok(khachapuri_seal::load_or_create_key_file(path)?)
 }
 
 /// Registers (or updates) the name.
@@ -120,22 +96,4 @@ pub async fn run(args: RegisterArgs, home: &Home, printer: &Printer) -> anyhow::
     ));
     printer.data(node);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn x25519_key_is_created_once_and_reloaded() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("keys/x25519.key");
-        let (s1, p1) = load_or_create_x25519(&path).expect("create");
-        let (s2, p2) = load_or_create_x25519(&path).expect("load");
-        assert_eq!((s1, p1), (s2, p2));
-        assert_ne!(p1, [0u8; 32]);
-        // The public key is the X25519 base-point multiple of the secret.
-        let expect = x25519_dalek::x25519(s1, x25519_dalek::X25519_BASEPOINT_BYTES);
-        assert_eq!(p1, expect);
-    }
 }

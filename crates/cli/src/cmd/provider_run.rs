@@ -1,10 +1,11 @@
 //! `khachapuri provider run`: a provider node from the home's `provider.toml`.
 //!
 //! Configuration resolves once: defaults → `HOME/provider.toml` → `KHACHAPURI_PROVIDER_*`
-//! env → flags, then is validated before any port is bound.
+//! env → flags, then is validated before any port is bound. With a `[payments]` section
+//! (and without `--free`) calls are paid by vouchers and a settlement task redeems them.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -27,7 +28,7 @@ pub struct RunArgs {
     /// Trustless gateway to read content from (repeatable; overrides the file).
     #[arg(long = "gateway", value_name = "URL")]
     pub gateways: Vec<String>,
-    /// Serve calls free of charge.
+    /// Serve calls free of charge (otherwise calls are paid when the config has [payments]).
     #[arg(long)]
     pub free: bool,
     /// Maximum concurrent instances.
@@ -37,7 +38,7 @@ pub struct RunArgs {
 
 /// Resolves the configuration, starts the node and serves until Ctrl-C/SIGTERM.
 pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
-    let config = resolve(&args, home)?;
+    let mut config = resolve(&args, home)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| {
@@ -47,37 +48,81 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
             )
         })?;
     let addr = listener.local_addr()?;
-    let free = config.free;
-    let node = khachapuri_provider::Node::new(config, Box::new(khachapuri_provider::Free))
-        .context("cannot start the provider")?;
-    if !free {
-        printer.status("note: paid calls are not wired yet; serving calls free of charge");
-    }
+    let paid = config.payments.is_some() && !config.free;
+    let (trigger, shutdown) = signal::channel();
+    let (admission, settlement): (Box<dyn khachapuri_provider::Admission>, _) = if paid {
+        let setup = khachapuri_provider::connect_payments(&mut config)
+            .await
+            .map_err(|e| hint(e.to_string(), "fix [payments] in the provider config"))?;
+        printer.status(format!(
+            "paid calls on: operator {}, prices from {}",
+            config.address.as_deref().unwrap_or("?"),
+            setup.pricing_source
+        ));
+        let settlement = tokio::spawn(setup.settlement.run(shutdown.clone().wait()));
+        (Box::new(setup.admission), Some(settlement))
+    } else {
+        if config.payments.is_none() {
+            printer.status("no [payments] in the config: serving calls free of charge");
+        }
+        (Box::new(khachapuri_provider::Free), None)
+    };
+    let node =
+        khachapuri_provider::Node::new(config, admission).context("cannot start the provider")?;
     printer.data(format!("http://{addr}"));
     printer.status(format!(
         "provider listening on http://{addr}; Ctrl-C stops it"
     ));
-    khachapuri_provider::serve(listener, Arc::new(node), signal::terminated())
+    let stopping = async move {
+        signal::terminated().await;
+        trigger.fire();
+    };
+    khachapuri_provider::serve(listener, Arc::new(node), stopping)
         .await
         .context("the provider server failed")?;
+    if let Some(task) = settlement {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    }
     printer.status("provider stopped");
     Ok(())
 }
 
+/// The provider config file: `--config FILE`, else the active profile's
+/// `provider_config` (written by `khachapuri dev`), else `HOME/provider.toml` when it exists.
+pub fn config_file(flag: Option<&Path>, home: &Home) -> Option<PathBuf> {
+    if let Some(f) = flag {
+        return Some(f.to_path_buf());
+    }
+    let from_profile = home.active_profile().ok().and_then(|p| {
+        p.extra
+            .get("provider_config")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from)
+    });
+    if let Some(f) = from_profile.filter(|f| f.is_file()) {
+        return Some(f);
+    }
+    let default_file = home.root().join("provider.toml");
+    default_file.is_file().then_some(default_file)
+}
+
+/// Reads and parses a provider config file, making `data_dir` absolute (relative to the home).
+pub fn load_file(path: &Path, home: &Home) -> anyhow::Result<NodeConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut config: NodeConfig = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid provider config", path.display()))?;
+    if config.data_dir.is_relative() {
+        config.data_dir = home.root().join(&config.data_dir);
+    }
+    Ok(config)
+}
+
 /// Defaults → file → env/flags.
 fn resolve(args: &RunArgs, home: &Home) -> anyhow::Result<NodeConfig> {
-    let default_file = home.root().join("provider.toml");
-    let file = args
-        .config
-        .clone()
-        .or_else(|| default_file.is_file().then_some(default_file));
+    let file = config_file(args.config.as_deref(), home);
     let mut config = match &file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("{} is not a valid provider config", path.display()))?
-        }
+        Some(path) => load_file(path, home)?,
         None => NodeConfig {
             data_dir: home.root().join("provider"),
             gateways: home.active_profile()?.gateways,
@@ -99,8 +144,67 @@ fn resolve(args: &RunArgs, home: &Home) -> anyhow::Result<NodeConfig> {
     if config.data_dir.is_relative() {
         config.data_dir = home.root().join(&config.data_dir);
     }
+    // Sealed deployments need the operator address and the key `provider register` wrote.
+    if config.x25519_key_file.is_none() {
+        let default_key = super::provider_register::x25519_key_path(home);
+        config.x25519_key_file = default_key.is_file().then_some(default_key);
+    }
+    if let Some(key) = &config.x25519_key_file {
+        if key.is_relative() {
+            config.x25519_key_file = Some(home.root().join(key));
+        }
+    }
+    if config.address.is_none() {
+        if let Ok(profile) = home.active_profile() {
+            config.address = super::chainctx::wallet_address(home, &profile)
+                .ok()
+                .map(|a| format!("{a:#x}"));
+        }
+    }
     config
         .validate()
         .map_err(|e| hint(e.to_string(), "fix the provider config and try again"))?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs {
+            config: None,
+            listen: None,
+            gateways: Vec::new(),
+            free: false,
+            max_instances: None,
+        }
+    }
+
+    #[test]
+    fn sealed_specs_use_the_registered_key_and_the_wallet_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::resolve(Some(dir.path())).expect("home");
+        // No key, no wallet: nothing to open sealed specs with, and that is not an error.
+        let c = resolve(&args(), &home).expect("resolve");
+        assert_eq!((c.x25519_key_file, c.address), (None, None));
+
+        let key = super::super::provider_register::x25519_key_path(&home);
+        khachapuri_seal::load_or_create_key_file(&key).expect("key");
+        let mut profile = crate::home::Profile::default();
+        profile.extra.insert(
+            "dev_key".into(),
+            toml::Value::String(khachapuri_chain::DEV_KEYS[1].to_string()),
+        );
+        home.save_profile("p", &profile).expect("profile");
+        let mut config = home.config().expect("config");
+        config.active_profile = Some("p".into());
+        home.save_config(&config).expect("config");
+        let c = resolve(&args(), &home).expect("resolve");
+        assert_eq!(c.x25519_key_file, Some(key));
+        assert_eq!(
+            c.address,
+            Some(format!("{:#x}", khachapuri_chain::dev_signer(1).address()))
+        );
+    }
 }

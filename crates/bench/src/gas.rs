@@ -1,0 +1,137 @@
+//! Settlement gas on a real anvil: N paid calls settled one transaction per call (the seeds'
+//! model: the provider calls `consume` on the escrow for every request; here the same
+//! on-chain work is one `redeem` per call) against one voucher per payer redeemed in a
+//! single `redeemBatch`.
+
+use anyhow::Context;
+use clap::Args;
+use khachapuri_chain::{
+    dev_network, dev_signer, parse_usdc, Anvil, AnvilOptions, Chain, EscrowClient, Token, Voucher,
+    U256,
+};
+use serde_json::json;
+
+/// Arguments of `gas`.
+#[derive(Debug, Args)]
+pub struct GasArgs {
+    /// Paid calls to settle.
+    #[arg(long, default_value_t = 1000)]
+    calls: u64,
+    /// Distinct payers the calls come from in the batched case (each signs one voucher).
+    #[arg(long, default_value_t = 7)]
+    payers: usize,
+    /// Price of one call in token base units (100 = 0.0001 USDC).
+    #[arg(long, default_value_t = 100)]
+    price: u64,
+}
+
+/// Runs both strategies on one chain and reports gas totals and their ratio.
+pub async fn run(args: GasArgs) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        args.calls > 0 && (1..=7).contains(&args.payers),
+        "need calls >= 1 and 1..=7 payers (dev accounts 0-7 pay, 8 and 9 provide)"
+    );
+    let anvil = Anvil::spawn_with(AnvilOptions {
+        port: 0,
+        ..AnvilOptions::default()
+    })
+    .context("cannot start anvil (run scripts/setup and . scripts/env.sh)")?;
+    let (_deployer, d) = dev_network(&anvil, parse_usdc("1000")?)
+        .await
+        .context("deploying the contracts")?;
+    let url = anvil.endpoint();
+    // Account 9 serves the per-call case, account 8 the batched one, so neither channel
+    // has been touched by the other strategy; payers are accounts 0..payers, and
+    // account `payers` signs the single-voucher case.
+    let per_call_provider = dev_signer(9);
+    let batch_provider = dev_signer(8);
+    let per_call_chain = Chain::connect(&url, Some(per_call_provider.clone())).await?;
+    let batch_chain = Chain::connect(&url, Some(batch_provider.clone())).await?;
+    let fund = parse_usdc("100")?;
+    for i in 0..args.payers {
+        let payer = Chain::connect(&url, Some(dev_signer(i))).await?;
+        let escrow = EscrowClient::new(&payer, d.escrow);
+        escrow.deposit(fund * U256::from(2)).await?;
+        escrow.fund(per_call_provider.address(), fund).await?;
+        escrow.fund(batch_provider.address(), fund).await?;
+    }
+    let price = U256::from(args.price);
+
+    // One transaction per call: call k of a payer redeems the voucher for k calls.
+    let per_call = EscrowClient::new(&per_call_chain, d.escrow);
+    let mut per_call_gas = 0u64;
+    let mut first_tx_gas = 0u64;
+    for k in 1..=args.calls {
+        let payer = dev_signer(0);
+        let v = Voucher {
+            payer: payer.address(),
+            provider: per_call_provider.address(),
+            epoch: 0,
+            amount: price * U256::from(k),
+        }
+        .sign(&payer, d.chain_id, d.escrow)?;
+        let tx = per_call.redeem(&v).await?;
+        let gas = per_call_chain.gas_used(tx).await?;
+        if k == 1 {
+            first_tx_gas = gas;
+        }
+        per_call_gas += gas;
+    }
+
+    // Batched: the calls spread over `payers` payers, one cumulative voucher each, one tx.
+    let per_payer = args.calls.div_ceil(args.payers as u64);
+    let vouchers = (0..args.payers)
+        .map(|i| {
+            let payer = dev_signer(i);
+            Voucher {
+                payer: payer.address(),
+                provider: batch_provider.address(),
+                epoch: 0,
+                amount: price * U256::from(per_payer),
+            }
+            .sign(&payer, d.chain_id, d.escrow)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = EscrowClient::new(&batch_chain, d.escrow);
+    let tx = batch.redeem_batch(&vouchers).await?;
+    let batch_gas = batch_chain.gas_used(tx).await?;
+    // One payer, one voucher for all the calls: the best case of prepaid vouchers.
+    let single = {
+        let payer = dev_signer(args.payers);
+        let chain = Chain::connect(&url, Some(payer.clone())).await?;
+        let escrow = EscrowClient::new(&chain, d.escrow);
+        escrow.deposit(fund).await?;
+        escrow.fund(batch_provider.address(), fund).await?;
+        let v = Voucher {
+            payer: payer.address(),
+            provider: batch_provider.address(),
+            epoch: 0,
+            amount: price * U256::from(args.calls),
+        }
+        .sign(&payer, d.chain_id, d.escrow)?;
+        let tx = batch.redeem_batch(&[v]).await?;
+        batch_chain.gas_used(tx).await?
+    };
+    // Sanity: both strategies moved the same value to their provider.
+    let minted = parse_usdc("1000")?;
+    let paid_per_call = Token::new(&per_call_chain, d.token)
+        .balance_of(per_call_provider.address())
+        .await?
+        - minted;
+    anyhow::ensure!(
+        paid_per_call == price * U256::from(args.calls),
+        "per-call strategy paid {paid_per_call}, expected {}",
+        price * U256::from(args.calls)
+    );
+    Ok(json!({
+        "calls": args.calls,
+        "per_call_txs": args.calls,
+        "per_call_gas_total": per_call_gas,
+        "per_call_first_tx_gas": first_tx_gas,
+        "batched_payers": args.payers,
+        "batched_gas_total": batch_gas,
+        "single_voucher_gas_total": single,
+        "ratio_batched_vs_per_call": per_call_gas as f64 / batch_gas as f64,
+        "ratio_single_vs_per_call": per_call_gas as f64 / single as f64,
+    }))
+}

@@ -1,0 +1,298 @@
+//! The paid admission: every call is paid by a voucher (the caller's `Khachapuri-Payment`
+//! header, or the sponsor's voucher riding in a `sponsored` spec), checked and made durable
+//! by [`khachapuri_payments::Gate`] before the guest runs, charged at its actual cost after.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use khachapuri_chain::{Address, EscrowClient, SignedVoucher, U256};
+use khachapuri_payments::{
+    decode_payment, encode_payment, Gate, Ledger, PaymentError, Pricing, PAYMENT_HEADER,
+};
+use khachapuri_types::{PayerPolicy, Spec};
+use serde_json::json;
+
+use crate::admission::{Admission, BoxFuture, CallInfo, Ticket, Usage};
+use crate::payments_config::format_micro_usdc;
+use crate::ProviderError;
+
+/// Where the paid node takes its money: shown at `/.well-known/khachapuri` and in 402s.
+#[derive(Debug, Clone, Copy)]
+pub struct PaidTerms {
+    /// Chain the escrow lives on.
+    pub chain_id: u64,
+    /// Escrow holding the payers' channels.
+    pub escrow: Address,
+    /// Registry the provider is listed in, if any.
+    pub registry: Option<Address>,
+    /// The operator address vouchers are made out to.
+    pub provider: Address,
+}
+
+/// Admission that charges every call to a voucher.
+#[derive(Debug)]
+pub struct Paid {
+    gate: Arc<Gate>,
+    terms: PaidTerms,
+    /// Latest epoch a sponsor topped up, so a sponsored spec whose voucher is from an older
+    /// epoch is paid from the sponsor's newer channel.
+    sponsor_epochs: Mutex<HashMap<Address, u64>>,
+}
+
+impl Paid {
+    /// A paid admission over `ledger` for `terms.provider`, reading channels through
+    /// `escrow` (cached for `cache_ttl`) and pricing calls with `pricing`.
+    pub fn new(
+        ledger: Arc<Ledger>,
+        escrow: EscrowClient,
+        terms: PaidTerms,
+        pricing: Pricing,
+        cache_ttl: Duration,
+    ) -> Self {
+        let gate = Gate::new(ledger, escrow, terms.provider, pricing, cache_ttl);
+        Self {
+            gate: Arc::new(gate),
+            terms,
+            sponsor_epochs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The gate (the settlement service invalidates its channel cache on escrow events).
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    /// The payment terms.
+    pub fn terms(&self) -> PaidTerms {
+        self.terms
+    }
+
+    /// The voucher paying a sponsored call: the sponsor's best recorded voucher (top-ups
+    /// count, and a known voucher skips the signature check), else the spec's own.
+    async fn sponsor_header(&self, spec: &Spec) -> Result<String, ProviderError> {
+        let carried = spec.sponsor_voucher.as_deref().ok_or_else(|| {
+            ProviderError::Spec("this sponsored deployment carries no sponsor voucher".into())
+        })?;
+        let voucher = decode_payment(carried)
+            .map_err(|e| ProviderError::Spec(format!("the sponsor voucher is unusable: {e}")))?;
+        let payer = voucher.voucher.payer;
+        if let Some(owner) = &spec.owner {
+            let owner: Address = owner
+                .parse()
+                .map_err(|_| ProviderError::Spec(format!("owner {owner:?} is not an address")))?;
+            if owner != payer {
+                return Err(ProviderError::Spec(format!(
+                    "the sponsor voucher is signed for payer {payer}, not the owner {owner}"
+                )));
+            }
+        }
+        let topped = self
+            .sponsor_epochs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&payer)
+            .copied();
+        let epoch = topped.map_or(voucher.voucher.epoch, |e| e.max(voucher.voucher.epoch));
+        let row = self
+            .gate
+            .ledger()
+            .run_blocking(move |l| l.channel(payer, epoch))
+            .await?;
+        Ok(match row {
+            Some(row)
+                if row.best.voucher.epoch > voucher.voucher.epoch
+                    || row.best.voucher.amount >= voucher.voucher.amount =>
+            {
+                encode_payment(&row.best)
+            }
+            _ => carried.to_string(),
+        })
+    }
+
+    async fn admit_call(&self, call: CallInfo<'_>) -> Result<Ticket, ProviderError> {
+        let max_cost = self
+            .gate
+            .pricing()
+            .max_cost(call.limits.timeout_ms, call.limits.max_response_bytes);
+        let sponsored = call.spec.payer == PayerPolicy::Sponsored;
+        let header = if sponsored {
+            Some(self.sponsor_header(call.spec).await?)
+        } else {
+            match call.headers.get(PAYMENT_HEADER) {
+                None => None,
+                Some(v) => Some(
+                    v.to_str()
+                        .map_err(|_| {
+                            PaymentError::MalformedHeader("the value is not ASCII".into())
+                        })?
+                        .to_string(),
+                ),
+            }
+        };
+        match self.gate.admit(header.as_deref(), max_cost).await {
+            Ok(reservation) => Ok(Ticket {
+                payer: Some(reservation.payer().to_string()),
+                reservation: Some(reservation),
+            }),
+            Err(error) if error.status_code() == 402 => {
+                let payer = Gate::payer_of(header.as_deref());
+                let mut body = self.gate.payment_required_body(payer, max_cost).await;
+                body["price_usdc"] = json!(format_micro_usdc_u256(max_cost));
+                // Unknown payer (no voucher): nothing consumed or authorized yet.
+                if body.get("authorized").is_none() {
+                    body["epoch"] = serde_json::Value::Null;
+                    body["consumed"] = json!("0");
+                    body["authorized"] = json!("0");
+                }
+                if sponsored {
+                    body["sponsored"] = json!(true);
+                    body["note"] = json!(
+                        "this deployment is paid by its owner and the budget is spent: the owner can top it up with POST /.well-known/khachapuri/voucher"
+                    );
+                }
+                Err(ProviderError::Payment {
+                    error,
+                    body: Some(body),
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn charge_call(
+        &self,
+        ticket: Ticket,
+        usage: Usage,
+    ) -> Result<Option<String>, ProviderError> {
+        let Some(reservation) = ticket.reservation else {
+            return Ok(None);
+        };
+        let usage = khachapuri_payments::Usage {
+            millis: usage.millis,
+            bytes_out: usage.bytes_out,
+        };
+        let receipt = self.gate.charge(reservation, usage).await?;
+        Ok(Some(receipt.encode()))
+    }
+
+    async fn top_up_voucher(&self, body: &[u8]) -> Result<serde_json::Value, ProviderError> {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| PaymentError::MalformedHeader("the body is not UTF-8".into()))?
+            .trim();
+        let header = if text.starts_with('{') {
+            let v: SignedVoucher = serde_json::from_str(text).map_err(|e| {
+                PaymentError::MalformedHeader(format!(
+                    "not the JSON {{payer, provider, epoch, amount, signature}}: {e}"
+                ))
+            })?;
+            encode_payment(&v)
+        } else {
+            text.to_string()
+        };
+        // Verifies (signature, provider, chain, escrow, epoch, funds) and records durably;
+        // reserving nothing then releasing it leaves the channel as it was.
+        let reservation = self.gate.admit(Some(&header), U256::ZERO).await?;
+        let (payer, epoch) = (reservation.payer(), reservation.epoch());
+        let row = self
+            .gate
+            .ledger()
+            .run_blocking(move |l| {
+                l.settle_reservation(reservation, U256::ZERO)?;
+                l.channel(payer, epoch)
+            })
+            .await?
+            .ok_or_else(|| ProviderError::Internal("a recorded voucher vanished".into()))?;
+        {
+            let mut epochs = self
+                .sponsor_epochs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let e = epochs.entry(payer).or_insert(epoch);
+            *e = (*e).max(epoch);
+        }
+        Ok(json!({
+            "payer": payer.to_string(),
+            "provider": self.terms.provider.to_string(),
+            "epoch": epoch,
+            "amount": row.best.voucher.amount.to_string(),
+            "authorized": row.authorized_micro().to_string(),
+            "consumed": row.consumed.to_string(),
+            "available": row.available().to_string(),
+            "unit": "micro base units (1e-6 of a token base unit)",
+        }))
+    }
+}
+
+fn format_micro_usdc_u256(micro: U256) -> String {
+    u64::try_from(micro).map_or_else(|_| format!("{micro} micro"), format_micro_usdc)
+}
+
+impl Admission for Paid {
+    fn admit<'a>(&'a self, call: CallInfo<'a>) -> BoxFuture<'a, Result<Ticket, ProviderError>> {
+        Box::pin(self.admit_call(call))
+    }
+
+    fn charge(
+        &self,
+        ticket: Ticket,
+        usage: Usage,
+    ) -> BoxFuture<'_, Result<Option<String>, ProviderError>> {
+        Box::pin(self.charge_call(ticket, usage))
+    }
+
+    fn release(&self, ticket: Ticket) {
+        let Some(r) = ticket.reservation else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no runtime to release a reservation on");
+            return;
+        };
+        let ledger = self.gate.ledger().clone();
+        runtime.spawn(async move {
+            let released = ledger
+                .run_blocking(move |l| l.settle_reservation(r, U256::ZERO))
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "cannot release a reservation");
+            }
+        });
+    }
+
+    fn is_free(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> Option<serde_json::Value> {
+        let p = self.gate.pricing();
+        Some(json!({
+            "chain_id": self.terms.chain_id,
+            "escrow": self.terms.escrow.to_string(),
+            "registry": self.terms.registry.map(|r| r.to_string()),
+            "provider": self.terms.provider.to_string(),
+            "pricing": {
+                "unit": "micro base units (1e-6 of a token base unit)",
+                "per_request": p.per_request.to_string(),
+                "per_ms": p.per_ms.to_string(),
+                "per_mb_out": p.per_mb_out.to_string(),
+                "usdc": {
+                    "per_request": format_micro_usdc(p.per_request),
+                    "per_ms": format_micro_usdc(p.per_ms),
+                    "per_mb_out": format_micro_usdc(p.per_mb_out),
+                },
+            },
+            "voucher": {
+                "header": PAYMENT_HEADER,
+                "top_up": "/.well-known/khachapuri/voucher",
+            },
+        }))
+    }
+
+    fn top_up<'a>(
+        &'a self,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Result<serde_json::Value, ProviderError>> {
+        Box::pin(self.top_up_voucher(body))
+    }
+}

@@ -1,0 +1,409 @@
+//! The `[payments]` section of the provider config and what it starts: the operator key,
+//! the chain connection, the pricing (registry table first, else the config's), the ledger
+//! at `data_dir/ledger.sqlite`, the [`Paid`] admission and the [`Settlement`] service.
+//!
+//! Prices are USDC decimal strings (what people read on a price list), with up to 12
+//! decimals: one micro base unit is 1e-12 USDC, the precision the ledger charges in.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use khachapuri_chain::wallet::{open_keystore, parse_private_key};
+use khachapuri_chain::{
+    parse_usdc, Address, Chain, EscrowClient, PrivateKeySigner, RegistryClient,
+};
+use khachapuri_payments::{Ledger, Pricing, SettlePolicy, Settler};
+use serde::{Deserialize, Serialize};
+
+use crate::paid::{Paid, PaidTerms};
+use crate::settlement::Settlement;
+use crate::{NodeConfig, ProviderError};
+
+/// Env var holding the operator keystore's password (never a flag: argv is public).
+pub const PASSWORD_ENV: &str = "KHACHAPURI_PASSWORD";
+
+/// Decimal places of a micro base unit of USDC (6 token decimals + 6 micro).
+const MICRO_USDC_DECIMALS: usize = 12;
+
+/// A price list in USDC decimal strings, e.g. `per_request = "0.0001"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PriceList {
+    /// Flat price of each call (USDC).
+    pub per_request: String,
+    /// Price of each millisecond of run time (USDC).
+    pub per_ms: String,
+    /// Price of each MB (1e6 bytes) of response body (USDC).
+    pub per_mb_out: String,
+}
+
+impl Default for PriceList {
+    /// The dev prices: 0.0001 USDC a call, 0.000001 USDC a millisecond, 0.001 USDC a MB.
+    fn default() -> Self {
+        Self {
+            per_request: "0.0001".into(),
+            per_ms: "0.000001".into(),
+            per_mb_out: "0.001".into(),
+        }
+    }
+}
+
+impl PriceList {
+    /// The list in micro base units.
+    pub fn to_pricing(&self) -> Result<Pricing, ProviderError> {
+        Ok(Pricing {
+            per_request: parse_micro_usdc(&self.per_request)?,
+            per_ms: parse_micro_usdc(&self.per_ms)?,
+            per_mb_out: parse_micro_usdc(&self.per_mb_out)?,
+        })
+    }
+
+    /// The list of `pricing`, as USDC strings.
+    pub fn from_pricing(pricing: &Pricing) -> Self {
+        Self {
+            per_request: format_micro_usdc(pricing.per_request),
+            per_ms: format_micro_usdc(pricing.per_ms),
+            per_mb_out: format_micro_usdc(pricing.per_mb_out),
+        }
+    }
+}
+
+/// How a node takes payments; absent means the node cannot charge (it serves free).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// JSON-RPC endpoint of the chain.
+    pub rpc_url: String,
+    /// Chain id the escrow lives on (checked against the RPC at startup).
+    pub chain_id: u64,
+    /// Escrow contract.
+    pub escrow: Address,
+    /// Registry contract; when set and the node's `name` has a pricing table there, that
+    /// table's prices win over `pricing`.
+    pub registry: Option<Address>,
+    /// Prices used when the registry has no table for this provider.
+    pub pricing: PriceList,
+    /// Settle as soon as this much (USDC) is unredeemed.
+    pub settle_threshold: String,
+    /// Settle whatever is pending at least this often (seconds).
+    pub settle_interval_secs: u64,
+    /// How often the threshold is checked (seconds).
+    pub settle_check_secs: u64,
+    /// How long channel state read from the chain is trusted (seconds); events refresh it.
+    pub channel_cache_ttl_secs: u64,
+    /// How often escrow events are polled (milliseconds).
+    pub event_poll_ms: u64,
+    /// Operator keystore (password in `KHACHAPURI_PASSWORD`).
+    pub operator_keystore: Option<PathBuf>,
+    /// Or a file holding the operator's raw 0x-hex private key (mode 0600).
+    pub operator_key_file: Option<PathBuf>,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            rpc_url: "http://127.0.0.1:8545".into(),
+            chain_id: 31337,
+            escrow: Address::ZERO,
+            registry: None,
+            pricing: PriceList::default(),
+            settle_threshold: "10".into(),
+            settle_interval_secs: 3600,
+            settle_check_secs: 10,
+            channel_cache_ttl_secs: 30,
+            event_poll_ms: 2000,
+            operator_keystore: None,
+            operator_key_file: None,
+        }
+    }
+}
+
+impl PaymentsConfig {
+    /// Rejects a section that could only fail later.
+    pub fn validate(&self) -> Result<(), ProviderError> {
+        let bad = |m: String| Err(ProviderError::Config(format!("[payments] {m}")));
+        if self.escrow == Address::ZERO {
+            return bad("escrow must be the escrow contract's address".into());
+        }
+        if !(self.rpc_url.starts_with("http://") || self.rpc_url.starts_with("https://")) {
+            return bad(format!("rpc_url {:?} must be an http(s) URL", self.rpc_url));
+        }
+        if self.operator_keystore.is_some() == self.operator_key_file.is_some() {
+            return bad("set exactly one of operator_keystore and operator_key_file".into());
+        }
+        if self.settle_interval_secs == 0 || self.settle_check_secs == 0 {
+            return bad("settle_interval_secs and settle_check_secs must be at least 1".into());
+        }
+        self.pricing.to_pricing()?;
+        self.policy()?;
+        Ok(())
+    }
+
+    /// The settlement policy.
+    pub fn policy(&self) -> Result<SettlePolicy, ProviderError> {
+        let threshold = parse_usdc(&self.settle_threshold)
+            .map_err(|e| ProviderError::Config(format!("[payments] settle_threshold: {e}")))?;
+        Ok(SettlePolicy {
+            interval: Duration::from_secs(self.settle_interval_secs),
+            threshold,
+            check_every: Duration::from_secs(self.settle_check_secs),
+        })
+    }
+
+    /// Loads the operator key (blocking: a keystore costs a scrypt run).
+    pub fn load_operator(&self) -> Result<PrivateKeySigner, ProviderError> {
+        let cfg = |m: String| ProviderError::Config(m);
+        if let Some(path) = &self.operator_key_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| cfg(format!("cannot read {}: {e}", path.display())))?;
+            return parse_private_key(text.trim())
+                .map_err(|e| cfg(format!("{} holds no private key: {e}", path.display())));
+        }
+        if let Some(path) = &self.operator_keystore {
+            let password = std::env::var(PASSWORD_ENV).map_err(|_| {
+                cfg(format!(
+                    "set {PASSWORD_ENV} to the password of {}",
+                    path.display()
+                ))
+            })?;
+            return open_keystore(path, &password)
+                .map_err(|e| cfg(format!("cannot open {}: {e}", path.display())));
+        }
+        Err(cfg("[payments] names no operator key".into()))
+    }
+}
+
+/// A paid node's parts, ready to start.
+#[derive(Debug)]
+pub struct PaidSetup {
+    /// The admission to give [`crate::Node::new`].
+    pub admission: Paid,
+    /// The settlement service to spawn next to the server.
+    pub settlement: Settlement,
+    /// The ledger (shared by both).
+    pub ledger: Arc<Ledger>,
+    /// The escrow client with the operator's signer.
+    pub escrow: EscrowClient,
+    /// Where the prices came from (`registry table N` or `config`).
+    pub pricing_source: String,
+}
+
+/// Connects a node configured with `[payments]`: loads the key, checks the chain, picks
+/// the pricing, opens the ledger. Fills `config.address` with the operator's address.
+pub async fn connect_payments(config: &mut NodeConfig) -> Result<PaidSetup, ProviderError> {
+    let p = config
+        .payments
+        .clone()
+        .ok_or_else(|| ProviderError::Config("the config has no [payments] section".into()))?;
+    p.validate()?;
+    let loader = p.clone();
+    let signer = tokio::task::spawn_blocking(move || loader.load_operator())
+        .await
+        .map_err(|e| ProviderError::Internal(e.to_string()))??;
+    let me = signer.address();
+    match &config.address {
+        Some(a) if a.parse::<Address>().ok() != Some(me) => {
+            return Err(ProviderError::Config(format!(
+                "address {a} is not the operator key's address {me}"
+            )))
+        }
+        _ => config.address = Some(me.to_string()),
+    }
+    let chain = Chain::connect(&p.rpc_url, Some(signer))
+        .await
+        .map_err(|e| ProviderError::Config(format!("cannot reach {}: {e}", p.rpc_url)))?;
+    if chain.chain_id() != p.chain_id {
+        return Err(ProviderError::Config(format!(
+            "{} is chain {}, the config says {}",
+            p.rpc_url,
+            chain.chain_id(),
+            p.chain_id
+        )));
+    }
+    let (pricing, pricing_source) = pricing_for(&chain, &p, &config.name, me).await?;
+    let path = config.data_dir.join("ledger.sqlite");
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ProviderError::Config(format!("cannot create the data dir: {e}")))?;
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open(path))
+        .await
+        .map_err(|e| ProviderError::Internal(e.to_string()))??;
+    let ledger = Arc::new(ledger);
+    let escrow = EscrowClient::new(&chain, p.escrow);
+    let terms = PaidTerms {
+        chain_id: p.chain_id,
+        escrow: p.escrow,
+        registry: p.registry,
+        provider: me,
+    };
+    let admission = Paid::new(
+        ledger.clone(),
+        escrow.clone(),
+        terms,
+        pricing,
+        Duration::from_secs(p.channel_cache_ttl_secs),
+    );
+    let settler = Settler::new(ledger.clone(), escrow.clone());
+    let settlement = Settlement::new(
+        settler,
+        admission.gate().clone(),
+        &escrow,
+        p.policy()?,
+        Duration::from_millis(p.event_poll_ms),
+    )?
+    .with_cursor_file(config.data_dir.join("escrow-events.block"));
+    Ok(PaidSetup {
+        admission,
+        settlement,
+        ledger,
+        escrow,
+        pricing_source,
+    })
+}
+
+/// The registry's pricing table of provider `name` when it has one, else the config's.
+async fn pricing_for(
+    chain: &Chain,
+    p: &PaymentsConfig,
+    name: &str,
+    me: Address,
+) -> Result<(Pricing, String), ProviderError> {
+    let own = || Ok((p.pricing.to_pricing()?, "config".to_string()));
+    let Some(registry) = p.registry else {
+        return own();
+    };
+    let reg = RegistryClient::new(chain, registry);
+    let record = reg
+        .resolve(name)
+        .await
+        .map_err(|e| ProviderError::Config(format!("cannot read the registry: {e}")))?;
+    let Some(record) = record else {
+        tracing::warn!(%name, "not registered; using the config's prices");
+        return own();
+    };
+    if record.operator != me {
+        tracing::warn!(%name, operator = %record.operator, %me, "the registry names another operator: callers will sign vouchers for it");
+    }
+    if record.pricing_table.is_zero() {
+        return own();
+    }
+    let id = record.pricing_table;
+    let table = reg
+        .table(id)
+        .await
+        .map_err(|e| ProviderError::Config(format!("cannot read pricing table {id}: {e}")))?;
+    let Some(t) = table else {
+        return own();
+    };
+    let micro = |v: khachapuri_chain::U256, what: &str| {
+        u64::try_from(v).map_err(|_| {
+            ProviderError::Config(format!("pricing table {id}: {what} {v} is too large"))
+        })
+    };
+    let pricing = Pricing {
+        per_request: micro(t.per_request, "per_request")?,
+        per_ms: micro(t.per_ms, "per_ms")?,
+        per_mb_out: micro(t.per_mb, "per_mb")?,
+    };
+    Ok((pricing, format!("registry table {id}")))
+}
+
+/// Parses a USDC decimal string with up to 12 decimals into micro base units.
+pub fn parse_micro_usdc(s: &str) -> Result<u64, ProviderError> {
+    let bad = |why: &str| ProviderError::Config(format!("price {s:?}: {why}"));
+    let t = s.trim();
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty() && frac.is_empty() {
+        return Err(bad("empty"));
+    }
+    if !whole
+        .bytes()
+        .chain(frac.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return Err(bad("only digits and one '.' are allowed"));
+    }
+    if frac.len() > MICRO_USDC_DECIMALS {
+        return Err(bad("at most 12 decimals (1e-12 USDC is the smallest unit)"));
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad("too large"))?
+    };
+    let padded = format!("{frac:0<MICRO_USDC_DECIMALS$}");
+    let frac: u64 = padded.parse().map_err(|_| bad("bad decimals"))?;
+    whole
+        .checked_mul(10u64.pow(MICRO_USDC_DECIMALS as u32))
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(|| bad("too large"))
+}
+
+/// Formats micro base units as a USDC decimal string (`100000000` → `"0.0001"`).
+pub fn format_micro_usdc(micro: u64) -> String {
+    let scale = 10u64.pow(MICRO_USDC_DECIMALS as u32);
+    let (whole, frac) = (micro / scale, micro % scale);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let frac = format!("{frac:0>MICRO_USDC_DECIMALS$}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usdc_prices_round_trip_in_micro_units() {
+        assert_eq!(parse_micro_usdc("0.0001").ok(), Some(100_000_000));
+        assert_eq!(parse_micro_usdc("0.000001").ok(), Some(1_000_000));
+        assert_eq!(parse_micro_usdc("0.000000000001").ok(), Some(1));
+        assert_eq!(parse_micro_usdc("1").ok(), Some(1_000_000_000_000));
+        assert_eq!(parse_micro_usdc("0").ok(), Some(0));
+        for bad in ["", "-1", "1e3", "0.0000000000001", "1.2.3", "99999999"] {
+            assert!(parse_micro_usdc(bad).is_err(), "{bad:?} must be refused");
+        }
+        for m in [0, 1, 100_000_000, 1_000_000_000_000, 1_234_567_890_123] {
+            assert_eq!(parse_micro_usdc(&format_micro_usdc(m)).ok(), Some(m));
+        }
+        assert_eq!(format_micro_usdc(100_000_000), "0.0001");
+        let dev = PriceList::default().to_pricing().ok();
+        assert_eq!(
+            dev,
+            Some(Pricing {
+                per_request: 100_000_000,
+                per_ms: 1_000_000,
+                per_mb_out: 1_000_000_000
+            })
+        );
+    }
+
+    #[test]
+    fn section_parses_and_validates() {
+        let text = r#"
+            rpc_url = "http://127.0.0.1:8545"
+            chain_id = 31337
+            escrow = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+            operator_key_file = "/tmp/key"
+            settle_threshold = "5"
+            [pricing]
+            per_request = "0.001"
+            per_ms = "0"
+            per_mb_out = "0.01"
+        "#;
+        let c: PaymentsConfig = toml::from_str(text).expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.pricing.to_pricing().ok().map(|p| p.per_ms), Some(0));
+        let both = PaymentsConfig {
+            operator_keystore: Some("/tmp/ks".into()),
+            ..c.clone()
+        };
+        assert!(both.validate().is_err());
+        let no_escrow = PaymentsConfig {
+            escrow: Address::ZERO,
+            ..c
+        };
+        assert!(no_escrow.validate().is_err());
+    }
+}
