@@ -282,15 +282,12 @@ impl Ledger {
         epoch: u64,
     ) -> Result<Option<&'m mut ChannelRow>> {
         let k = (payer, epoch);
-        if !mem.rows.contains_key(&k) {
-            match Self::read_row(conn, payer, epoch)? {
-                Some(row) => {
-                    mem.rows.insert(k, row);
-                }
-                None => return Ok(None),
+        match mem.rows.entry(k) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(Some(e.into_mut())),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                Ok(Self::read_row(conn, payer, epoch)?.map(|row| e.insert(row)))
             }
         }
-        Ok(mem.rows.get_mut(&k))
     }
 
     fn read_row(conn: &Connection, payer: Address, epoch: u64) -> Result<Option<ChannelRow>> {
@@ -333,6 +330,37 @@ impl Ledger {
         if let Err(e) = check() {
             return Some(Err(e));
         }
+        let available = if row.closed {
+            U256::ZERO
+        } else {
+            row.available()
+        };
+        if available < max_cost {
+            return Some(Err(PaymentError::InsufficientCredit {
+                needed: max_cost,
+                available,
+            }));
+        }
+        row.reserved += max_cost;
+        Some(Ok(Reservation {
+            payer,
+            epoch,
+            amount: max_cost,
+        }))
+    }
+
+    /// [`Ledger::try_consume`] on a row already in memory, taking only the in-memory lock:
+    /// the gate calls it inline right after the blocking step that loaded the row, so no
+    /// `.await` sits between holding credit and handing the reservation to the caller (a
+    /// caller that gives up mid-admission cannot leak a hold). `None`: row not in memory.
+    pub fn try_consume_cached(
+        &self,
+        payer: Address,
+        epoch: u64,
+        max_cost: U256,
+    ) -> Option<Result<Reservation>> {
+        let mut mem = self.mem();
+        let row = mem.rows.get_mut(&(payer, epoch))?;
         let available = if row.closed {
             U256::ZERO
         } else {
