@@ -84,12 +84,12 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$purl/$cid/")
 curl -fsS -o /dev/null -H "Khachapuri-Payment: $prepaid" "$purl/$cid/"
 curl -fsS -o /dev/null "$furl/$cid/"
 
-# Warm up both, then alternate free/paid twice and keep the better run of each.
+# Warm up both, then alternate free/paid three times and keep the better run of each.
 run_wrk "$furl/$cid/" >/dev/null
 run_wrk -H "Khachapuri-Payment: $prepaid" "$purl/$cid/" >/dev/null
 best() { python3 -c "import sys; rows=[l.split() for l in sys.stdin if l.strip()]; print(' '.join(max(rows,key=lambda r: float(r[0]))))"; }
 results_free=""; results_paid=""
-for _ in 1 2; do
+for _ in 1 2 3; do
   results_free+="$(run_wrk "$furl/$cid/")"$'\n'
   results_paid+="$(run_wrk -H "Khachapuri-Payment: $prepaid" "$purl/$cid/")"$'\n'
 done
@@ -112,7 +112,7 @@ g() { echo "$gas" | json "[\"$1\"]"; }
 {
   echo "# Paid-calls benchmark"
   echo
-  echo "$(date -u +%F) on $(nproc) cores; wrk -t$threads -c$conns -d$duration (best of 2, alternating); component: examples/hello (public spec)"
+  echo "$(date -u +%F) on $(nproc) cores; wrk -t$threads -c$conns -d$duration (best of 3, alternating); component: examples/hello (public spec)"
   echo
   echo "| calls | req/s | p50 ms | p99 ms |"
   echo "|---|---|---|---|"

@@ -177,13 +177,19 @@ impl Gate {
                 self.verifier.check_channel(&voucher, &state)?;
             }
         }
+        if !known {
+            // Durable before the call runs; cancelling here holds no credit.
+            self.ledger
+                .run_blocking(move |l| l.record_voucher(&voucher).map(drop))
+                .await?;
+        }
+        // The blocking steps above loaded the row: reserve inline, with no `.await` between
+        // taking the hold and returning it (a dropped request cannot leak it).
+        if let Some(admitted) = self.ledger.try_consume_cached(payer, epoch, max_cost) {
+            return admitted;
+        }
         self.ledger
-            .run_blocking(move |l| {
-                if !known {
-                    l.record_voucher(&voucher)?;
-                }
-                l.try_consume(payer, epoch, max_cost)
-            })
+            .run_blocking(move |l| l.try_consume(payer, epoch, max_cost))
             .await
     }
 

@@ -115,19 +115,28 @@ pub struct Charge {
     pub authorized: U256,
 }
 
-struct Inner {
-    conn: Connection,
+/// The in-memory side of the ledger, behind its own lock so the hot path of a prepaid call
+/// never waits for another thread's SQLite I/O (that lock is only ever held for a few
+/// field updates).
+#[derive(Default)]
+struct Mem {
     /// Write-through cache of the rows calls touch (and their in-memory reservations), so
-    /// a prepaid call costs one UPDATE and no SELECT or JSON parsing.
+    /// a prepaid call costs no SELECT or JSON parsing.
     rows: HashMap<(Address, u64), ChannelRow>,
     /// Channels whose in-memory `consumed` is ahead of the database: charged by
     /// [`Ledger::settle_reservation_cached`], written by [`Ledger::flush`].
     dirty: HashSet<(Address, u64)>,
 }
 
-/// The durable ledger. See the module docs: every method blocks.
+/// The durable ledger. See the module docs: every method blocks, except the two `_cached`
+/// / `_known` hot-path methods.
+///
+/// Lock order: `db` before `mem`, and `mem` is never held across database work. Every
+/// database write happens under `db`, so a flush's snapshot taken under `db` is never
+/// older than what another writer already stored.
 pub struct Ledger {
-    inner: Mutex<Inner>,
+    db: Mutex<Connection>,
+    mem: Mutex<Mem>,
 }
 
 impl Drop for Ledger {
@@ -180,36 +189,36 @@ impl Ledger {
         set_sync(&conn, true)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
-            inner: Mutex::new(Inner {
-                conn,
-                rows: HashMap::new(),
-                dirty: HashSet::new(),
-            }),
+            db: Mutex::new(conn),
+            mem: Mutex::new(Mem::default()),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn db(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back).
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mem(&self) -> MutexGuard<'_, Mem> {
+        // Only plain field updates happen under this lock: a panic cannot leave them torn.
+        self.mem.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records `voucher` (already verified by the caller) durably, keeping only the best
     /// per channel. Returns whether it improved on what the ledger had; replaying the same
     /// or an older, lower voucher changes nothing.
     pub fn record_voucher(&self, voucher: &SignedVoucher) -> Result<bool> {
-        let mut inner = self.lock();
+        let mut conn = self.db();
         let v = &voucher.voucher;
         let k = (v.payer, v.epoch);
-        if let Some(row) = Self::load(&mut inner, v.payer, v.epoch)? {
+        if let Some(row) = Self::load(&conn, &mut self.mem(), v.payer, v.epoch)? {
             if row.best.voucher.amount >= v.amount {
                 return Ok(false);
             }
         }
         let (payer, epoch) = (key(v.payer), v.epoch.to_string());
-        set_sync(&inner.conn, true)?;
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        set_sync(&conn, true)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: Option<String> = tx
             .query_row(
                 "SELECT amount FROM channels WHERE payer = ?1 AND epoch = ?2",
@@ -238,10 +247,11 @@ impl Ledger {
         };
         if improved {
             tx.commit()?;
-            match inner.rows.get_mut(&k) {
+            let mut mem = self.mem();
+            match mem.rows.get_mut(&k) {
                 Some(row) => row.best = voucher.clone(),
                 None => {
-                    inner.rows.insert(
+                    mem.rows.insert(
                         k,
                         ChannelRow {
                             best: voucher.clone(),
@@ -259,27 +269,29 @@ impl Ledger {
 
     /// The ledger's view of channel `(payer, epoch)`, if it holds a voucher for it.
     pub fn channel(&self, payer: Address, epoch: u64) -> Result<Option<ChannelRow>> {
-        let mut inner = self.lock();
-        Ok(Self::load(&mut inner, payer, epoch)?.cloned())
+        let conn = self.db();
+        Ok(Self::load(&conn, &mut self.mem(), payer, epoch)?.cloned())
     }
 
-    /// The cached row, loaded from the database on first use.
-    fn load(inner: &mut Inner, payer: Address, epoch: u64) -> Result<Option<&mut ChannelRow>> {
+    /// The cached row, loaded from the database on first use (the caller holds both
+    /// locks, `db` first).
+    fn load<'m>(
+        conn: &Connection,
+        mem: &'m mut Mem,
+        payer: Address,
+        epoch: u64,
+    ) -> Result<Option<&'m mut ChannelRow>> {
         let k = (payer, epoch);
-        if !inner.rows.contains_key(&k) {
-            match Self::read_row(inner, payer, epoch)? {
-                Some(row) => {
-                    inner.rows.insert(k, row);
-                }
-                None => return Ok(None),
+        match mem.rows.entry(k) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(Some(e.into_mut())),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                Ok(Self::read_row(conn, payer, epoch)?.map(|row| e.insert(row)))
             }
         }
-        Ok(inner.rows.get_mut(&k))
     }
 
-    fn read_row(inner: &Inner, payer: Address, epoch: u64) -> Result<Option<ChannelRow>> {
-        let raw: Option<(String, String, String, bool)> = inner
-            .conn
+    fn read_row(conn: &Connection, payer: Address, epoch: u64) -> Result<Option<ChannelRow>> {
+        let raw: Option<(String, String, String, bool)> = conn
             .query_row(
                 "SELECT voucher, consumed, redeemed, closed FROM channels WHERE payer = ?1 AND epoch = ?2",
                 params![key(payer), epoch.to_string()],
@@ -298,20 +310,20 @@ impl Ledger {
         }))
     }
 
-    /// The hot path of a prepaid call: when `(payer, epoch)` is already in memory, its best
-    /// voucher is exactly `voucher`, and nobody holds the ledger (so this never waits on
-    /// another thread's SQLite I/O), runs `check` (the gate's cached channel check) and
-    /// admits like [`Ledger::try_consume`] without any database work, so the async gate can
-    /// call it inline. `None`: take the slow path.
+    /// The hot path of a prepaid call: when `(payer, epoch)` is already in memory and its
+    /// best voucher is exactly `voucher`, runs `check` (the gate's cached channel check)
+    /// and admits like [`Ledger::try_consume`] without any database work (it only takes
+    /// the in-memory lock, never held across I/O), so the async gate can call it inline.
+    /// `None`: take the slow path.
     pub fn try_consume_known(
         &self,
         voucher: &SignedVoucher,
         max_cost: U256,
         check: impl FnOnce() -> Result<()>,
     ) -> Option<Result<Reservation>> {
-        let mut inner = self.inner.try_lock().ok()?;
+        let mut mem = self.mem();
         let (payer, epoch) = (voucher.voucher.payer, voucher.voucher.epoch);
-        let row = inner.rows.get_mut(&(payer, epoch))?;
+        let row = mem.rows.get_mut(&(payer, epoch))?;
         if row.best != *voucher {
             return None;
         }
@@ -337,11 +349,43 @@ impl Ledger {
         }))
     }
 
+    /// [`Ledger::try_consume`] on a row already in memory, taking only the in-memory lock:
+    /// the gate calls it inline right after the blocking step that loaded the row, so no
+    /// `.await` sits between holding credit and handing the reservation to the caller (a
+    /// caller that gives up mid-admission cannot leak a hold). `None`: row not in memory.
+    pub fn try_consume_cached(
+        &self,
+        payer: Address,
+        epoch: u64,
+        max_cost: U256,
+    ) -> Option<Result<Reservation>> {
+        let mut mem = self.mem();
+        let row = mem.rows.get_mut(&(payer, epoch))?;
+        let available = if row.closed {
+            U256::ZERO
+        } else {
+            row.available()
+        };
+        if available < max_cost {
+            return Some(Err(PaymentError::InsufficientCredit {
+                needed: max_cost,
+                available,
+            }));
+        }
+        row.reserved += max_cost;
+        Some(Ok(Reservation {
+            payer,
+            epoch,
+            amount: max_cost,
+        }))
+    }
+
     /// Admits a call atomically when the best voucher minus consumed minus reserved covers
     /// `max_cost` (micro-units), holding `max_cost` until the reservation is settled.
     pub fn try_consume(&self, payer: Address, epoch: u64, max_cost: U256) -> Result<Reservation> {
-        let mut inner = self.lock();
-        let row = Self::load(&mut inner, payer, epoch)?;
+        let conn = self.db();
+        let mut mem = self.mem();
+        let row = Self::load(&conn, &mut mem, payer, epoch)?;
         let available = match &row {
             Some(row) if !row.closed => row.available(),
             _ => U256::ZERO,
@@ -366,24 +410,33 @@ impl Ledger {
     /// passes the voucher) and releases the rest. `actual_cost = 0` releases a call that did
     /// not run.
     pub fn settle_reservation(&self, res: Reservation, actual_cost: U256) -> Result<Charge> {
-        let mut inner = self.lock();
+        let conn = self.db();
         let cost = actual_cost.min(res.amount);
-        let row = Self::load(&mut inner, res.payer, res.epoch)?.ok_or_else(|| {
-            PaymentError::Corrupt("reservation for a channel the ledger does not hold".into())
-        })?;
-        row.reserved = row.reserved.saturating_sub(res.amount);
-        let consumed = row.consumed.saturating_add(cost);
-        let authorized = row.authorized_micro();
+        let (consumed, authorized) = {
+            let mut mem = self.mem();
+            let row = Self::load(&conn, &mut mem, res.payer, res.epoch)?.ok_or_else(|| {
+                PaymentError::Corrupt("reservation for a channel the ledger does not hold".into())
+            })?;
+            row.reserved = row.reserved.saturating_sub(res.amount);
+            row.consumed = row.consumed.saturating_add(cost);
+            let out = (row.consumed, row.authorized_micro());
+            if !cost.is_zero() {
+                // Written just below (with any earlier in-memory charges it includes).
+                mem.dirty.remove(&(res.payer, res.epoch));
+            }
+            out
+        };
         if !cost.is_zero() {
-            set_sync(&inner.conn, false)?;
-            inner.conn.execute(
+            set_sync(&conn, false)?;
+            let written = conn.execute(
                 "UPDATE channels SET consumed = ?3 WHERE payer = ?1 AND epoch = ?2",
                 params![key(res.payer), res.epoch.to_string(), consumed.to_string()],
-            )?;
-            if let Some(row) = inner.rows.get_mut(&(res.payer, res.epoch)) {
-                row.consumed = consumed;
+            );
+            if let Err(e) = written {
+                // Still charged in memory: let the next flush try again.
+                self.mem().dirty.insert((res.payer, res.epoch));
+                return Err(e.into());
             }
-            inner.dirty.remove(&(res.payer, res.epoch));
         }
         Ok(Charge {
             cost,
@@ -393,7 +446,7 @@ impl Ledger {
     }
 
     /// Charges a call in memory, without touching the database, when its channel row is
-    /// cached and no other thread holds the ledger; `None` means "take the blocking path"
+    /// cached (only the in-memory lock is taken); `None` means "take the blocking path"
     /// ([`Ledger::settle_reservation`]). The consumed total reaches disk with the next
     /// [`Ledger::flush`] (the provider flushes a few times a second and on shutdown).
     ///
@@ -407,9 +460,9 @@ impl Ledger {
         res: &Reservation,
         actual_cost: U256,
     ) -> Option<Charge> {
-        let mut inner = self.inner.try_lock().ok()?;
+        let mut mem = self.mem();
         let k = (res.payer, res.epoch);
-        let row = inner.rows.get_mut(&k)?;
+        let row = mem.rows.get_mut(&k)?;
         let cost = actual_cost.min(res.amount);
         row.reserved = row.reserved.saturating_sub(res.amount);
         row.consumed = row.consumed.saturating_add(cost);
@@ -419,7 +472,7 @@ impl Ledger {
             authorized: row.authorized_micro(),
         };
         if !cost.is_zero() {
-            inner.dirty.insert(k);
+            mem.dirty.insert(k);
         }
         Some(charge)
     }
@@ -427,35 +480,45 @@ impl Ledger {
     /// Writes the consumed totals charged in memory since the last flush, in one
     /// transaction. Returns how many channels were written.
     pub fn flush(&self) -> Result<usize> {
-        let mut inner = self.lock();
-        if inner.dirty.is_empty() {
+        let mut conn = self.db();
+        // Snapshot under `db`: no other writer can store a newer figure before ours.
+        let snapshot: Vec<((Address, u64), U256)> = {
+            let mut mem = self.mem();
+            let Mem { rows, dirty } = &mut *mem;
+            dirty
+                .drain()
+                .filter_map(|k| rows.get(&k).map(|row| (k, row.consumed)))
+                .collect()
+        };
+        if snapshot.is_empty() {
             return Ok(0);
         }
-        let Inner { conn, rows, dirty } = &mut *inner;
-        set_sync(conn, false)?;
-        let tx = conn.transaction()?;
-        let mut written = 0;
-        for (payer, epoch) in dirty.iter() {
-            if let Some(row) = rows.get(&(*payer, *epoch)) {
+        let written = (|| -> Result<()> {
+            set_sync(&conn, false)?;
+            let tx = conn.transaction()?;
+            for ((payer, epoch), consumed) in &snapshot {
                 tx.execute(
                     "UPDATE channels SET consumed = ?3 WHERE payer = ?1 AND epoch = ?2",
-                    params![key(*payer), epoch.to_string(), row.consumed.to_string()],
+                    params![key(*payer), epoch.to_string(), consumed.to_string()],
                 )?;
-                written += 1;
             }
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // Nothing was written: keep the charges for the next flush.
+            self.mem().dirty.extend(snapshot.iter().map(|(k, _)| *k));
+            return Err(e);
         }
-        tx.commit()?;
-        dirty.clear();
-        Ok(written)
+        Ok(snapshot.len())
     }
 
     /// The best voucher of every open channel whose amount is above what was redeemed:
     /// what settlement should submit.
     pub fn unredeemed(&self) -> Result<Vec<SignedVoucher>> {
-        let inner = self.lock();
-        let mut stmt = inner
-            .conn
-            .prepare("SELECT voucher, amount, redeemed FROM channels WHERE closed = 0")?;
+        let conn = self.db();
+        let mut stmt =
+            conn.prepare("SELECT voucher, amount, redeemed FROM channels WHERE closed = 0")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -476,11 +539,9 @@ impl Ledger {
     /// Records that the chain shows `amount` base units redeemed in `(payer, epoch)`
     /// (monotonic: a lower figure never lowers it).
     pub fn mark_redeemed(&self, payer: Address, epoch: u64, amount: U256) -> Result<()> {
-        let mut inner = self.lock();
-        set_sync(&inner.conn, true)?;
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.db();
+        set_sync(&conn, true)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let cur: Option<String> = tx
             .query_row(
                 "SELECT redeemed FROM channels WHERE payer = ?1 AND epoch = ?2",
@@ -495,7 +556,7 @@ impl Ledger {
                     params![key(payer), epoch.to_string(), amount.to_string()],
                 )?;
                 tx.commit()?;
-                if let Some(row) = inner.rows.get_mut(&(payer, epoch)) {
+                if let Some(row) = self.mem().rows.get_mut(&(payer, epoch)) {
                     row.redeemed = amount;
                 }
             }
@@ -506,13 +567,13 @@ impl Ledger {
     /// Marks `(payer, epoch)` closed: the chain moved to a later epoch, so its vouchers can
     /// no longer be redeemed and new calls cannot be admitted on it.
     pub fn close(&self, payer: Address, epoch: u64) -> Result<()> {
-        let mut inner = self.lock();
-        set_sync(&inner.conn, true)?;
-        inner.conn.execute(
+        let conn = self.db();
+        set_sync(&conn, true)?;
+        conn.execute(
             "UPDATE channels SET closed = 1 WHERE payer = ?1 AND epoch = ?2",
             params![key(payer), epoch.to_string()],
         )?;
-        if let Some(row) = inner.rows.get_mut(&(payer, epoch)) {
+        if let Some(row) = self.mem().rows.get_mut(&(payer, epoch)) {
             row.closed = true;
         }
         Ok(())
@@ -521,10 +582,8 @@ impl Ledger {
     /// Totals over every channel.
     pub fn status(&self) -> Result<LedgerStatus> {
         self.flush()?;
-        let inner = self.lock();
-        let mut stmt = inner
-            .conn
-            .prepare("SELECT amount, consumed, redeemed, closed FROM channels")?;
+        let conn = self.db();
+        let mut stmt = conn.prepare("SELECT amount, consumed, redeemed, closed FROM channels")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,

@@ -310,3 +310,52 @@ fn memory_charges_reach_disk_on_flush_and_a_crash_forgets_only_them() {
     let again = Ledger::open(&path).unwrap();
     assert_eq!(again.channel(payer, 0).unwrap().unwrap().consumed, micro(9));
 }
+
+#[test]
+fn hot_path_charges_race_flushes_and_slow_charges_without_losing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let v = voucher(2, 0, 1_000_000);
+    let (payer, calls_per_thread) = (v.voucher.payer, 300u64);
+    {
+        let ledger = Arc::new(Ledger::open(&path).unwrap());
+        ledger.record_voucher(&v).unwrap();
+        // Load the row into memory, as the first (slow-path) call does.
+        ledger.channel(payer, 0).unwrap().unwrap();
+        let mut threads = Vec::new();
+        for t in 0..4u64 {
+            let (ledger, v) = (Arc::clone(&ledger), v.clone());
+            threads.push(std::thread::spawn(move || {
+                for n in 0..calls_per_thread {
+                    let res = ledger
+                        .try_consume_known(&v, U256::from(50), || Ok(()))
+                        .expect("row is in memory")
+                        .unwrap();
+                    // Thread 0 charges through the blocking path, the others in memory.
+                    if t == 0 {
+                        ledger.settle_reservation(res, U256::from(7)).unwrap();
+                    } else {
+                        ledger
+                            .settle_reservation_cached(&res, U256::from(7))
+                            .unwrap();
+                    }
+                    if n % 50 == 0 {
+                        ledger.flush().unwrap();
+                    }
+                }
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        let row = ledger.channel(payer, 0).unwrap().unwrap();
+        assert_eq!(row.consumed, U256::from(4 * calls_per_thread * 7));
+        assert_eq!(row.reserved, U256::ZERO);
+        ledger.flush().unwrap();
+        // Not dropped gracefully: what is on disk is what the flushes wrote.
+        std::mem::forget(Arc::try_unwrap(ledger).ok().unwrap());
+    }
+    let reopened = Ledger::open(&path).unwrap();
+    let row = reopened.channel(payer, 0).unwrap().unwrap();
+    assert_eq!(row.consumed, U256::from(4 * calls_per_thread * 7));
+}

@@ -144,6 +144,10 @@ impl Node {
             let (deployment, ticket) = admitted.inspect_err(|_| {
                 Metrics::inc(&self.metrics.calls_refused);
             })?;
+            // The caller's voucher is between caller and provider: the function never sees it.
+            let mut req = req;
+            req.headers_mut()
+                .remove(khachapuri_payments::PAYMENT_HEADER);
             let mut ticket = TicketGuard {
                 admission: &*self.admission,
                 ticket: Some(ticket),

@@ -350,6 +350,11 @@ async fn unpaid_and_bad_vouchers_are_refused_and_one_voucher_prepays_calls() {
         }
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["body"], "hi");
+        let seen = body["headers"].to_string().to_ascii_lowercase();
+        assert!(
+            !seen.contains("khachapuri-payment"),
+            "the guest must not see the voucher: {seen}"
+        );
         let r = receipt.expect("a paid answer carries a receipt");
         assert_eq!(r.authorized, U256::from(10_000_000_000u64), "0.01 USDC");
         assert!(
