@@ -147,6 +147,47 @@ fn dev_deploy_call_escrow_and_stop() {
     );
     assert_eq!(v["headers"]["x-test"], "yes");
     assert_eq!(v["body"], "payload");
+    assert_eq!(v["env"]["GREETING"], "hi");
+
+    // A secret from --env-file: the spec is sealed to the dev provider and signed by the
+    // wallet; the function sees the secret, the stored envelope never holds it in clear.
+    let work = tempfile::tempdir().unwrap();
+    let secrets = work.path().join("secrets.env");
+    std::fs::write(
+        &secrets,
+        "# api credentials\nAPI_TOKEN=\"s3cr3t-from-env-file\"\n",
+    )
+    .unwrap();
+    let faults = khachapuri_testkit::rust_guest_path("tests/guests/faults", "faults");
+    let faults = faults.to_str().unwrap();
+    let secrets = secrets.to_str().unwrap();
+    let deployed: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["deploy", faults, "--env-file", secrets, "--json"]))
+            .unwrap();
+    assert_eq!(deployed["sealed"], true, "{deployed}");
+    assert_eq!(deployed["provider"], "dev", "{deployed}");
+    let cid = deployed["cid"].as_str().unwrap();
+    assert_eq!(
+        dev.ok(&["call", cid, "/env"]),
+        "API_TOKEN=s3cr3t-from-env-file\n"
+    );
+    let stored = dev.ok(&["store", "get", cid]);
+    assert!(stored.contains("khachapuri/sealed"), "{stored}");
+    assert!(
+        !stored.contains("s3cr3t") && !stored.contains("API_TOKEN"),
+        "{stored}"
+    );
+    // Secrets never go into a public spec.
+    let refused = dev.run(
+        &["deploy", faults, "--public", "--env-file", secrets],
+        &root(),
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("public"));
+    // An unknown provider name is a clear error.
+    let refused = dev.run(&["deploy", faults, "--provider", "nobody"], &root());
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("nobody"));
 
     // A guest fault is an answer, and the CLI exits non-zero saying so.
     let wasm = dev.run(
@@ -179,6 +220,48 @@ fn dev_deploy_call_escrow_and_stop() {
         serde_json::from_str(&dev.ok(&["escrow", "status", "--json"])).unwrap();
     let text = status.to_string();
     assert!(text.contains("\"5\"") || text.contains("5000000"), "{text}");
+
+    // Sponsored: the owner's voucher for the dev provider rides inside the sealed spec.
+    let deployed: serde_json::Value = serde_json::from_str(&dev.ok(&[
+        "deploy",
+        faults,
+        "--sponsor",
+        "1.5",
+        "--env-file",
+        secrets,
+        "--json",
+    ]))
+    .unwrap();
+    let cid = deployed["cid"].as_str().unwrap();
+    let envelope =
+        khachapuri_types::Envelope::from_slice(dev.ok(&["store", "get", cid]).as_bytes()).unwrap();
+    let (key, _) =
+        khachapuri_seal::load_key_file(&dev.home.path().join("dev/provider/x25519.key")).unwrap();
+    let (owner, operator) = (
+        khachapuri_chain::dev_signer(0).address(),
+        khachapuri_chain::dev_signer(1).address(),
+    );
+    let spec = khachapuri_seal::open(&envelope, &format!("{operator:#x}"), &key).unwrap();
+    assert_eq!(khachapuri_chain::verify_spec(&spec).unwrap(), owner);
+    assert_eq!(spec.payer, khachapuri_types::PayerPolicy::Sponsored);
+    let voucher =
+        khachapuri_payments::decode_payment(spec.sponsor_voucher.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (voucher.voucher.payer, voucher.voucher.provider),
+        (owner, operator)
+    );
+    assert_eq!(
+        voucher.voucher.amount,
+        khachapuri_chain::U256::from(1_500_000u64)
+    );
+    let escrow: khachapuri_chain::Address = info["escrow"].as_str().unwrap().parse().unwrap();
+    voucher.verify(31337, escrow).unwrap();
+    assert_eq!(
+        dev.ok(&["call", cid, "/env"]),
+        "API_TOKEN=s3cr3t-from-env-file\n"
+    );
+    let refused = dev.run(&["deploy", faults, "--public", "--sponsor", "1"], &root());
+    assert!(!refused.status.success());
 
     // The registry record, read by a tool nobody here wrote.
     let cast = khachapuri_chain::find_tool("cast").expect("cast (scripts/setup installs it)");

@@ -1,5 +1,7 @@
-//! Echoes the request back as JSON: method, path (after the CID), query, headers, body.
-//! Handy to see exactly what a function receives. Build with
+//! Echoes the request back as JSON: method, path (after the CID), query, headers, body,
+//! and the environment the deployment gave it (`--env`, `--env-file`). Handy to see
+//! exactly what a function receives; it shows env values to every caller, so deploy it
+//! with test secrets only. Build with
 //! `cargo build --target wasm32-wasip2 --release`.
 
 use wasi::http::types::{
@@ -80,6 +82,19 @@ fn describe(request: &IncomingRequest) -> String {
     }
     out.push_str("},\"body\":");
     push_str(&mut out, &String::from_utf8_lossy(&body));
+    out.push_str(",\"env\":{");
+    for (i, (name, value)) in wasi::cli::environment::get_environment()
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        push_str(&mut out, name);
+        out.push(':');
+        push_str(&mut out, value);
+    }
+    out.push('}');
     out.push_str("}\n");
     out
 }

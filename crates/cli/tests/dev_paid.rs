@@ -1,0 +1,318 @@
+//! The paid dev network with the real binary: `khachapuri dev` (paid by default) serves a
+//! deployment only against a voucher, and `provider status` / `provider settle` show and
+//! redeem what the dev provider earned, which the chain then confirms.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use khachapuri_chain::{dev_signer, parse_usdc, Address, Chain, EscrowClient, Voucher, U256};
+use khachapuri_payments::{encode_payment, Receipt};
+
+struct Dev {
+    child: Child,
+    home: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_khachapuri")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+impl Dev {
+    fn start() -> Dev {
+        let home = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin())
+            .arg("--home")
+            .arg(home.path())
+            .args([
+                "dev",
+                "--store-listen",
+                "127.0.0.1:0",
+                "--provider-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--chain-port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn khachapuri dev");
+        // The last endpoint line (provider) means everything is up and the profile written.
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(Instant::now() < deadline, "khachapuri dev did not come up");
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("provider") => break,
+                Some(Ok(_)) => {}
+                _ => {
+                    let mut err = String::new();
+                    use std::io::Read;
+                    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                    panic!("khachapuri dev exited early: {err}");
+                }
+            }
+        }
+        Dev { child, home }
+    }
+
+    fn run(&self, args: &[&str], cwd: &Path) -> Output {
+        Command::new(bin())
+            .arg("--home")
+            .arg(self.home.path())
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("run khachapuri")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_in(args, &root())
+    }
+
+    fn ok_in(&self, args: &[&str], cwd: &Path) -> String {
+        let out = self.run(args, cwd);
+        assert!(
+            out.status.success(),
+            "khachapuri {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn info(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["info", "--json"])).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_dev_provider_charges_vouchers_and_settles_on_demand() {
+    let dev = Dev::start();
+    let info = dev.info();
+    let provider_url = info["providers"][0]["url"].as_str().unwrap().to_string();
+    let deployed: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["deploy", "examples/echo", "--public", "--json"])).unwrap();
+    let url = deployed["url"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+
+    // Paid by default: no voucher, no call.
+    let r = http
+        .post(format!("{url}/x"))
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 402);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let provider: Address = body["provider"].as_str().unwrap().parse().unwrap();
+    let escrow: Address = body["escrow"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        provider,
+        dev_signer(1).address(),
+        "the dev operator is anvil account 1"
+    );
+    assert_eq!(body["authorized"], "0");
+
+    // The wallet's channel was pre-funded by `dev`: a 1 USDC voucher pays at once.
+    let wk: serde_json::Value = http
+        .get(format!("{provider_url}/.well-known/khachapuri"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(wk["pricing"]["usdc"]["per_request"], "0.0001", "{wk}");
+    let wallet = dev_signer(0);
+    let voucher = Voucher {
+        payer: wallet.address(),
+        provider,
+        epoch: 0,
+        amount: parse_usdc("1").unwrap(),
+    }
+    .sign(&wallet, 31337, escrow)
+    .unwrap();
+    let header = encode_payment(&voucher);
+    let mut consumed = U256::ZERO;
+    for n in 1..=3u64 {
+        let r = http
+            .post(format!("{url}/x"))
+            .header("Khachapuri-Payment", &header)
+            .body("hi")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let receipt = Receipt::parse(r.headers()["khachapuri-receipt"].to_str().unwrap()).unwrap();
+        assert!(receipt.cost > U256::ZERO, "call {n}");
+        assert_eq!(receipt.consumed, consumed + receipt.cost, "call {n}");
+        consumed = receipt.consumed;
+        assert_eq!(
+            receipt.authorized,
+            U256::from(1_000_000_000_000u64),
+            "1 USDC, call {n}"
+        );
+    }
+
+    let status: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["provider", "status", "--json"])).unwrap();
+    assert_eq!(status["authorized"], "1", "{status}");
+    assert_eq!(status["pending"], "1", "{status}");
+    assert_eq!(status["redeemed"], "0", "{status}");
+    assert_ne!(status["earned"], "0", "{status}");
+    let wallet_before: f64 = status["wallet_balance"].as_str().unwrap().parse().unwrap();
+
+    let settled: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["provider", "settle", "--json"])).unwrap();
+    assert_eq!(settled["vouchers"], 1, "{settled}");
+    assert_eq!(settled["paid"], "1", "{settled}");
+    assert_eq!(settled["txs"].as_array().unwrap().len(), 1, "{settled}");
+
+    let status: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["provider", "status", "--json"])).unwrap();
+    assert_eq!(status["redeemed"], "1", "{status}");
+    assert_eq!(status["pending"], "0", "{status}");
+    let wallet_after: f64 = status["wallet_balance"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (wallet_after - wallet_before - 1.0).abs() < 1e-9,
+        "{wallet_before} -> {wallet_after}"
+    );
+
+    // The chain agrees, read with a fresh connection.
+    let chain = Chain::connect(info["rpc_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let ch = EscrowClient::new(&chain, escrow)
+        .channel(wallet.address(), provider)
+        .await
+        .unwrap();
+    assert_eq!(ch.redeemed, parse_usdc("1").unwrap());
+    // A second settle has nothing left to take.
+    let again: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["provider", "settle", "--json"])).unwrap();
+    assert_eq!(again["vouchers"], 0, "{again}");
+}
+
+/// The newcomer's path of issue 5 with nothing but the CLI: after `khachapuri dev`, deploy
+/// `examples/echo` with a secret (sealed to the dev provider), call it paying by voucher
+/// (one signature prepays many calls), settle, and find the redeemed amount on chain equal
+/// to the voucher the wallet signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newcomer_deploys_echo_with_a_secret_calls_paying_and_settles() {
+    let dev = Dev::start();
+    let info = dev.info();
+    let work = tempfile::tempdir().unwrap();
+    let secrets = work.path().join("echo.env");
+    std::fs::write(&secrets, "API_TOKEN=s3cr3t-echo-token\n").unwrap();
+    let secrets = secrets.to_str().unwrap();
+    let deployed: serde_json::Value = serde_json::from_str(&dev.ok(&[
+        "deploy",
+        "examples/echo",
+        "--env-file",
+        secrets,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(deployed["sealed"], true, "{deployed}");
+    let cid = deployed["cid"].as_str().unwrap();
+    let stored = dev.ok(&["store", "get", cid]);
+    assert!(!stored.contains("s3cr3t"), "{stored}");
+
+    // curl (no voucher) gets the quote, not the function.
+    let r = reqwest::get(deployed["url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(r.status(), 402);
+
+    // Three calls from the CLI: the function sees the secret; one signature pays for all.
+    let mut signatures = 0;
+    for n in 0..3 {
+        let out = dev.run(&["call", cid, "/hello"], &root());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "call {n}: {stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["env"]["API_TOKEN"], "s3cr3t-echo-token", "call {n}: {v}");
+        assert_eq!(v["path"], "/hello");
+        signatures += stderr.matches("signed a voucher").count();
+    }
+    assert_eq!(signatures, 1, "one voucher prepays the next calls");
+    let head = dev.ok(&["call", cid, "-i"]);
+    assert!(
+        head.to_ascii_lowercase().contains("\nkhachapuri-receipt: "),
+        "{head}"
+    );
+
+    // A price ceiling below the quote: refused before anything is paid.
+    let out = dev.run(&["call", cid, "--max-price", "0.000001"], &root());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("above --max-price"), "{stderr}");
+
+    // What the wallet signed, from its own state file.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dev.home.path().join("payments/vouchers.json")).unwrap(),
+    )
+    .unwrap();
+    let signed = signed_amounts(&state);
+    assert_eq!(signed.len(), 1, "one channel: {state}");
+    let signed = signed[0];
+
+    let settled: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["provider", "settle", "--json"])).unwrap();
+    assert_eq!(settled["vouchers"], 1, "{settled}");
+    let status: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["provider", "status", "--json"])).unwrap();
+    assert_eq!(status["pending"], "0", "{status}");
+
+    // The chain: the provider redeemed exactly the voucher, never more.
+    let chain = Chain::connect(info["rpc_url"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let escrow: Address = info["escrow"].as_str().unwrap().parse().unwrap();
+    let ch = EscrowClient::new(&chain, escrow)
+        .channel(dev_signer(0).address(), dev_signer(1).address())
+        .await
+        .unwrap();
+    assert_eq!(ch.redeemed, signed, "redeemed on chain = the voucher signed");
+    assert!(ch.redeemed > U256::ZERO);
+    let escrow_status = dev.ok(&["escrow", "status", "--json"]);
+    assert!(
+        escrow_status.contains("redeemed"),
+        "escrow status shows the redeemed amount: {escrow_status}"
+    );
+}
+
+/// Every voucher amount (base units, a decimal string on disk) in the CLI's payment state
+/// file.
+fn signed_amounts(state: &serde_json::Value) -> Vec<U256> {
+    let mut out = Vec::new();
+    let mut stack = vec![state];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let (Some(amount), Some(_)) = (m.get("amount"), m.get("signature")) {
+                    out.push(amount.as_str().unwrap().parse::<U256>().unwrap());
+                }
+                stack.extend(m.values());
+            }
+            serde_json::Value::Array(a) => stack.extend(a.iter()),
+            _ => {}
+        }
+    }
+    out
+}
