@@ -78,7 +78,11 @@ cid=$("$kh" -q deploy "$wasm" --public)
 
 # Anvil's well-known dev account 0 (the dev wallet): a public test key, passed by env.
 export KHACHAPURI_BENCH_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80
-prepaid=$("$kb" header --chain-id "$chain_id" --escrow "$escrow" --provider "$operator" --amount 40 | json '["header"]')
+# Enough credit for every prepaid run (each call reserves its worst case, 0.0437 USDC, and
+# is charged ~0.0001): top the dev channel up by 500 USDC.
+"$kh" -q escrow deposit 500 >/dev/null
+"$kh" -q escrow fund dev 500 >/dev/null
+prepaid=$("$kb" header --chain-id "$chain_id" --escrow "$escrow" --provider "$operator" --amount 400 | json '["header"]')
 code=$(curl -s -o /dev/null -w '%{http_code}' "$purl/$cid/")
 [ "$code" = 402 ] || { echo "expected 402 without payment, got $code" >&2; exit 1; }
 curl -fsS -o /dev/null -H "Khachapuri-Payment: $prepaid" "$purl/$cid/"
@@ -99,7 +103,7 @@ ratio=$(python3 -c "print(f'{$p_rps/$f_rps:.2f}')")
 
 # Every call with a fresh signature, starting above the prepaid voucher.
 fresh=$("$kb" fresh --chain-id "$chain_id" --escrow "$escrow" --provider "$operator" \
-  --url "$purl/$cid/" --from 40 --concurrency "$conns" --duration "${duration%s}")
+  --url "$purl/$cid/" --from 400 --concurrency "$conns" --duration "${duration%s}")
 fresh_rps=$(echo "$fresh" | json '["calls_per_sec"]')
 fresh_failed=$(echo "$fresh" | json '["failed"]')
 [ "$fresh_failed" = 0 ] || { echo "fresh-voucher calls failed: $fresh" >&2; exit 1; }
