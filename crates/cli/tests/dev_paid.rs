@@ -171,8 +171,16 @@ async fn paid_dev_provider_charges_vouchers_and_settles_on_demand() {
         );
     }
 
-    let status: serde_json::Value =
-        serde_json::from_str(&dev.ok(&["provider", "status", "--json"])).unwrap();
+    // The node writes its charges behind (every 200 ms): `earned` catches up within that.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let status = loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&dev.ok(&["provider", "status", "--json"])).unwrap();
+        if status["earned"] != "0" || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status["authorized"], "1", "{status}");
     assert_eq!(status["pending"], "1", "{status}");
     assert_eq!(status["redeemed"], "0", "{status}");
@@ -236,7 +244,9 @@ async fn newcomer_deploys_echo_with_a_secret_calls_paying_and_settles() {
     assert!(!stored.contains("s3cr3t"), "{stored}");
 
     // curl (no voucher) gets the quote, not the function.
-    let r = reqwest::get(deployed["url"].as_str().unwrap()).await.unwrap();
+    let r = reqwest::get(deployed["url"].as_str().unwrap())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 402);
 
     // Three calls from the CLI: the function sees the secret; one signature pays for all.
@@ -288,7 +298,10 @@ async fn newcomer_deploys_echo_with_a_secret_calls_paying_and_settles() {
         .channel(dev_signer(0).address(), dev_signer(1).address())
         .await
         .unwrap();
-    assert_eq!(ch.redeemed, signed, "redeemed on chain = the voucher signed");
+    assert_eq!(
+        ch.redeemed, signed,
+        "redeemed on chain = the voucher signed"
+    );
     assert!(ch.redeemed > U256::ZERO);
     let escrow_status = dev.ok(&["escrow", "status", "--json"]);
     assert!(

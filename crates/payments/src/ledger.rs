@@ -330,23 +330,7 @@ impl Ledger {
         if let Err(e) = check() {
             return Some(Err(e));
         }
-        let available = if row.closed {
-            U256::ZERO
-        } else {
-            row.available()
-        };
-        if available < max_cost {
-            return Some(Err(PaymentError::InsufficientCredit {
-                needed: max_cost,
-                available,
-            }));
-        }
-        row.reserved += max_cost;
-        Some(Ok(Reservation {
-            payer,
-            epoch,
-            amount: max_cost,
-        }))
+        Some(Self::reserve(row, payer, epoch, max_cost))
     }
 
     /// [`Ledger::try_consume`] on a row already in memory, taking only the in-memory lock:
@@ -361,23 +345,33 @@ impl Ledger {
     ) -> Option<Result<Reservation>> {
         let mut mem = self.mem();
         let row = mem.rows.get_mut(&(payer, epoch))?;
+        Some(Self::reserve(row, payer, epoch, max_cost))
+    }
+
+    /// Holds `max_cost` on `row` when its open credit covers it.
+    fn reserve(
+        row: &mut ChannelRow,
+        payer: Address,
+        epoch: u64,
+        max_cost: U256,
+    ) -> Result<Reservation> {
         let available = if row.closed {
             U256::ZERO
         } else {
             row.available()
         };
         if available < max_cost {
-            return Some(Err(PaymentError::InsufficientCredit {
+            return Err(PaymentError::InsufficientCredit {
                 needed: max_cost,
                 available,
-            }));
+            });
         }
         row.reserved += max_cost;
-        Some(Ok(Reservation {
+        Ok(Reservation {
             payer,
             epoch,
             amount: max_cost,
-        }))
+        })
     }
 
     /// Admits a call atomically when the best voucher minus consumed minus reserved covers
@@ -385,25 +379,13 @@ impl Ledger {
     pub fn try_consume(&self, payer: Address, epoch: u64, max_cost: U256) -> Result<Reservation> {
         let conn = self.db();
         let mut mem = self.mem();
-        let row = Self::load(&conn, &mut mem, payer, epoch)?;
-        let available = match &row {
-            Some(row) if !row.closed => row.available(),
-            _ => U256::ZERO,
-        };
-        match row {
-            Some(row) if available >= max_cost => row.reserved += max_cost,
-            _ => {
-                return Err(PaymentError::InsufficientCredit {
-                    needed: max_cost,
-                    available,
-                })
-            }
+        match Self::load(&conn, &mut mem, payer, epoch)? {
+            Some(row) => Self::reserve(row, payer, epoch, max_cost),
+            None => Err(PaymentError::InsufficientCredit {
+                needed: max_cost,
+                available: U256::ZERO,
+            }),
         }
-        Ok(Reservation {
-            payer,
-            epoch,
-            amount: max_cost,
-        })
     }
 
     /// Charges the call's actual cost (capped at what was reserved, so consumption never

@@ -71,30 +71,12 @@ fn describe(request: &IncomingRequest) -> String {
     push_str(&mut out, &path);
     out.push_str(",\"query\":");
     push_str(&mut out, &query);
-    out.push_str(",\"headers\":{");
-    for (i, (name, value)) in headers.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_str(&mut out, name);
-        out.push(':');
-        push_str(&mut out, value);
-    }
-    out.push_str("},\"body\":");
+    out.push_str(",\"headers\":");
+    push_object(&mut out, &headers);
+    out.push_str(",\"body\":");
     push_str(&mut out, &String::from_utf8_lossy(&body));
-    out.push_str(",\"env\":{");
-    for (i, (name, value)) in wasi::cli::environment::get_environment()
-        .iter()
-        .enumerate()
-    {
-        if i > 0 {
-            out.push(',');
-        }
-        push_str(&mut out, name);
-        out.push(':');
-        push_str(&mut out, value);
-    }
-    out.push('}');
+    out.push_str(",\"env\":");
+    push_object(&mut out, &wasi::cli::environment::get_environment());
     out.push_str("}\n");
     out
 }
@@ -118,6 +100,20 @@ fn read_body(request: &IncomingRequest) -> Vec<u8> {
     }
     let _ = IncomingBody::finish(body);
     data
+}
+
+/// Appends `pairs` as a JSON object of strings.
+fn push_object(out: &mut String, pairs: &[(String, String)]) {
+    out.push('{');
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_str(out, name);
+        out.push(':');
+        push_str(out, value);
+    }
+    out.push('}');
 }
 
 /// Appends `s` as a JSON string literal.
