@@ -127,3 +127,21 @@ pub async fn dev_network(
     mint_to(&deployer, deployment.token, &accounts, mint_each).await?;
     Ok((deployer, deployment))
 }
+
+/// A paying wallet on a [`dev_network`]: dev account `payer` connects, deposits `deposit`
+/// USDC base units into the escrow and funds a channel of `fund` to `provider`. Returns the
+/// payer's connection and escrow client: the common start of every payment test.
+pub async fn dev_channel(
+    anvil: &crate::anvil::Anvil,
+    deployment: &Deployment,
+    payer: usize,
+    provider: Address,
+    deposit: U256,
+    fund: U256,
+) -> Result<(Chain, crate::escrow::EscrowClient)> {
+    let chain = Chain::connect(&anvil.endpoint(), Some(crate::anvil::dev_signer(payer))).await?;
+    let escrow = crate::escrow::EscrowClient::new(&chain, deployment.escrow);
+    escrow.deposit(deposit).await?;
+    escrow.fund(provider, fund).await?;
+    Ok((chain, escrow))
+}

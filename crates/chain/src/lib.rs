@@ -24,7 +24,7 @@ pub use alloy::signers::local::PrivateKeySigner;
 pub use amount::{format_usdc, parse_usdc, USDC_DECIMALS};
 pub use anvil::{dev_signer, find_tool, Anvil, AnvilOptions, DEV_KEYS};
 pub use client::Chain;
-pub use deploy::{deploy_all, dev_network, mint_to, DeployOptions, Deployment};
+pub use deploy::{deploy_all, dev_channel, dev_network, mint_to, DeployOptions, Deployment};
 pub use error::{ChainError, Result};
 pub use escrow::{ChannelState, EscrowClient};
 pub use events::{watch, ChainEvent, EscrowEvent, EventPoller, RegistryEvent};

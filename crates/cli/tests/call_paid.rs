@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient, DEV_KEYS, U256,
+    dev_channel, dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient, DEV_KEYS, U256,
 };
 use khachapuri_payments::{
     base_to_micro, Gate, Ledger, Pricing, Usage, PAYMENT_HEADER, RECEIPT_HEADER,
@@ -83,13 +83,8 @@ async fn call_pays_with_prepaid_vouchers() {
         .expect("dev network");
     let payer_key = dev_signer(1);
     let provider = dev_signer(2).address();
-    let payer_chain = Chain::connect(&anvil.endpoint(), Some(payer_key.clone()))
-        .await
-        .unwrap();
-    let escrow = EscrowClient::new(&payer_chain, d.escrow);
-    escrow.deposit(parse_usdc("0.2").unwrap()).await.unwrap();
-    escrow
-        .fund(provider, parse_usdc("0.05").unwrap())
+    let (deposit, fund) = (parse_usdc("0.2").unwrap(), parse_usdc("0.05").unwrap());
+    dev_channel(&anvil, &d, 1, provider, deposit, fund)
         .await
         .unwrap();
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, Address, Anvil, Chain, EscrowClient, PrivateKeySigner,
-    Voucher, U256,
+    dev_channel, dev_network, dev_signer, parse_usdc, Address, Anvil, Chain, EscrowClient,
+    PrivateKeySigner, Voucher, U256,
 };
 use khachapuri_payments::{encode_payment, Gate, Ledger, PaymentError, Pricing, Receipt, Usage};
 
@@ -20,16 +20,8 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
         .expect("dev network");
     let payer_key = dev_signer(1);
     let (payer, provider) = (payer_key.address(), dev_signer(2).address());
-    let payer_chain = Chain::connect(&anvil.endpoint(), Some(payer_key.clone()))
-        .await
-        .unwrap();
-    let payer_escrow = EscrowClient::new(&payer_chain, d.escrow);
-    payer_escrow
-        .deposit(parse_usdc("10").unwrap())
-        .await
-        .unwrap();
-    payer_escrow
-        .fund(provider, parse_usdc("1").unwrap())
+    let (deposit, fund) = (parse_usdc("10").unwrap(), parse_usdc("1").unwrap());
+    let (_payer_chain, payer_escrow) = dev_channel(&anvil, &d, 1, provider, deposit, fund)
         .await
         .unwrap();
 

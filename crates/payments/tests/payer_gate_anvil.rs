@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use khachapuri_chain::{dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient};
+use khachapuri_chain::{
+    dev_channel, dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient,
+};
 use khachapuri_payments::{
     base_to_micro, ChannelKey, Gate, Ledger, PayPolicy, Payer, PayerStore, PaymentError,
     PaymentRequired, Pricing, Receipt, Usage,
@@ -22,13 +24,8 @@ async fn payer_prepays_many_calls_through_the_real_gate() {
         .expect("dev network");
     let payer_key = dev_signer(1);
     let provider = dev_signer(2).address();
-    let payer_chain = Chain::connect(&anvil.endpoint(), Some(payer_key.clone()))
-        .await
-        .unwrap();
-    let escrow = EscrowClient::new(&payer_chain, d.escrow);
-    escrow.deposit(parse_usdc("10").unwrap()).await.unwrap();
-    escrow
-        .fund(provider, parse_usdc("1").unwrap())
+    let (deposit, fund) = (parse_usdc("10").unwrap(), parse_usdc("1").unwrap());
+    let (_payer_chain, escrow) = dev_channel(&anvil, &d, 1, provider, deposit, fund)
         .await
         .unwrap();
 

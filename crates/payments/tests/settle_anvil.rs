@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient, Token, Voucher, U256,
+    dev_channel, dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient, Token, Voucher,
+    U256,
 };
 use khachapuri_payments::{
     decode_payment, encode_payment, Ledger, PaymentError, Pricing, SettlePolicy, Settler, Usage,
@@ -26,20 +27,12 @@ async fn settles_recorded_vouchers_once_and_exactly() {
     let payer_key = dev_signer(1);
     let provider_key = dev_signer(2);
     let (payer, provider) = (payer_key.address(), provider_key.address());
-    let payer_chain = Chain::connect(&anvil.endpoint(), Some(payer_key.clone()))
-        .await
-        .unwrap();
     let provider_chain = Chain::connect(&anvil.endpoint(), Some(provider_key))
         .await
         .unwrap();
 
-    let payer_escrow = EscrowClient::new(&payer_chain, d.escrow);
-    payer_escrow
-        .deposit(parse_usdc("10").unwrap())
-        .await
-        .unwrap();
-    payer_escrow
-        .fund(provider, parse_usdc("5").unwrap())
+    let (deposit, fund) = (parse_usdc("10").unwrap(), parse_usdc("5").unwrap());
+    let (_payer_chain, _payer_escrow) = dev_channel(&anvil, &d, 1, provider, deposit, fund)
         .await
         .unwrap();
 

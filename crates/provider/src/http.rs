@@ -74,6 +74,7 @@ async fn well_known(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "payments": payments,
         "name": c.name,
         "address": c.address,
+        "x25519_public_key": node.x25519_public_hex(),
         "version": env!("CARGO_PKG_VERSION"),
         "free": node.admission.is_free(),
         "runtimes": ["wasi-http", "wagi"],

@@ -58,6 +58,9 @@ pub struct Node {
     /// X25519 secret that opens envelopes sealed to `config.address` (from
     /// `config.x25519_key_file`); wiped from memory on drop.
     seal_key: Option<zeroize::Zeroizing<[u8; 32]>>,
+    /// Its public half, published in `/.well-known/khachapuri` so a deployer can check the
+    /// key the registry gave it against the node itself.
+    seal_public: Option<[u8; 32]>,
 }
 
 impl Node {
@@ -99,6 +102,7 @@ impl Node {
             )),
             None => None,
         };
+        let seal_public = seal_key.as_deref().map(khachapuri_seal::public_key);
         Ok(Self {
             config,
             store,
@@ -108,6 +112,19 @@ impl Node {
             metrics: Metrics::default(),
             caps,
             seal_key,
+            seal_public,
+        })
+    }
+
+    /// The X25519 public key specs are sealed to, as 0x-hex (`None` without a key file).
+    pub fn x25519_public_hex(&self) -> Option<String> {
+        self.seal_public.map(|k| {
+            let mut s = String::with_capacity(66);
+            s.push_str("0x");
+            for b in k {
+                s.push_str(&format!("{b:02x}"));
+            }
+            s
         })
     }
 

@@ -374,6 +374,17 @@ async fn sealed_specs_open_only_at_their_provider() {
     })
     .await;
     let keyless = start(|c| c.address = Some(addr_a.clone())).await;
+    // Each node publishes the key it opens envelopes with.
+    let hex = |k: [u8; 32]| format!("0x{}", k.map(|b| format!("{b:02x}")).concat());
+    for (node, key) in [
+        (&a, Some(hex(pub_a))),
+        (&b, Some(hex(pub_b))),
+        (&keyless, None),
+    ] {
+        let wk: serde_json::Value =
+            serde_json::from_str(&node.get("/.well-known/khachapuri").await.1).unwrap();
+        assert_eq!(wk["x25519_public_key"].as_str().map(str::to_string), key);
+    }
     let faults = khachapuri_testkit::faults();
 
     let sealed_spec = |created_at: u64, signer: Option<&PrivateKeySigner>| {
