@@ -432,3 +432,40 @@ proptest! {
         prop_assert_eq!(back, rec);
     }
 }
+
+#[test]
+fn the_store_lock_serialises_read_modify_write_across_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vouchers.json");
+    let key = ChannelKey {
+        chain_id: CHAIN,
+        escrow: ESCROW,
+        provider: PROVIDER,
+        payer: Address::repeat_byte(9),
+    };
+    PayerStore::new(&path)
+        .save(&key, &ChannelRecord::new(0))
+        .unwrap();
+    // Four "processes" (separate handles and file descriptors) each add 1 to `consumed`
+    // 25 times; every increment survives only if load..save is exclusive.
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let store = PayerStore::new(&path);
+                for _ in 0..25 {
+                    let _held = store.lock().unwrap();
+                    let mut rec = store.load(&key).unwrap().unwrap();
+                    rec.consumed += U256::from(1);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    store.save(&key, &rec).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let rec = PayerStore::new(&path).load(&key).unwrap().unwrap();
+    assert_eq!(rec.consumed, U256::from(100));
+}

@@ -20,7 +20,7 @@ pub use client::{ChannelRecord, Decision, PayPolicy, Payer, Payment, PaymentRequ
 pub use error::{PaymentError, Result};
 pub use gate::{Gate, Receipt};
 pub use ledger::{ChannelRow, Charge, Ledger, LedgerStatus, Reservation};
-pub use payer_store::{ChannelKey, PayerStore};
+pub use payer_store::{ChannelKey, PayerStore, StoreLock};
 pub use payment::{decode_payment, encode_payment, PAYMENT_HEADER, RECEIPT_HEADER};
 pub use pricing::{base_to_micro, micro_to_base_ceil, Pricing, Usage, MICRO_PER_BASE};
 pub use settle::{classify_event, Backoff, EventAction, SettlePolicy, SettleReport, Settler};

@@ -4,8 +4,11 @@
 //! Vouchers are cumulative, so the last signed amount must survive between CLI runs or
 //! every run would re-sign from scratch. Writes go to a temp file that is fsync'd and then
 //! renamed over the old one, so a crash leaves either the old or the new state, never half
-//! of one. Losing an update (two runs racing) is safe: the next 402 makes the payer sign
-//! again from the provider's numbers, bounded as [`crate::Payer::pay`] explains.
+//! of one. Runs that update the state hold [`PayerStore::lock`] (an OS file lock on a
+//! sibling `.lock` file) from load to save, so two `khachapuri call`s at once neither lose
+//! each other's records nor both sign the same step ahead. Were an update lost anyway (a
+//! tool ignoring the lock), it stays safe: the next 402 makes the payer sign again from the
+//! provider's numbers, bounded as [`crate::Payer::pay`] explains.
 //!
 //! Every method blocks on the file system (a few KB): call from `spawn_blocking` in async
 //! code.
@@ -57,6 +60,13 @@ struct StateFile {
     /// Endpoint origin → provider address learned from a 402, for targets given as URLs.
     #[serde(default)]
     endpoints: BTreeMap<String, Address>,
+}
+
+/// Exclusive hold on a [`PayerStore`] across processes; released on drop (closing the file
+/// releases the OS lock, also when the process dies).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: std::fs::File,
 }
 
 /// The voucher state file of one CLI home.
@@ -126,6 +136,23 @@ impl PayerStore {
             let _ = std::fs::remove_file(&tmp);
             self.err(e)
         })
+    }
+
+    /// Waits for and takes the exclusive lock of this state file. Hold it from `load` to
+    /// `save` of a read-sign-write step. Blocks: call from `spawn_blocking`.
+    pub fn lock(&self) -> Result<StoreLock> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.with_extension("json.lock"))
+            .map_err(|e| self.err(e))?;
+        file.lock()
+            .map_err(|e| self.err(format!("cannot lock: {e}")))?;
+        Ok(StoreLock { _file: file })
     }
 
     /// The record of `key`, if any.

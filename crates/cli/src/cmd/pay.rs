@@ -8,7 +8,7 @@ use anyhow::Context;
 use khachapuri_chain::{format_usdc, parse_usdc, Address, U256};
 use khachapuri_payments::{
     base_to_micro, ChannelKey, ChannelRecord, PayPolicy, Payer, PayerStore, PaymentError,
-    PaymentRequired, Receipt, MICRO_PER_BASE,
+    PaymentRequired, Receipt, StoreLock, MICRO_PER_BASE,
 };
 
 use crate::cmd::chainctx::{self, Network};
@@ -144,6 +144,12 @@ impl<'a> CallPayment<'a> {
         Ok(tokio::task::spawn_blocking(move || s.load(&key)).await??)
     }
 
+    /// Holds the voucher state against other `khachapuri` runs from load to save.
+    async fn lock(&self) -> anyhow::Result<StoreLock> {
+        let s = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || s.lock()).await??)
+    }
+
     async fn save(&self, key: ChannelKey, record: ChannelRecord) -> anyhow::Result<()> {
         let s = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || s.save(&key, &record)).await??)
@@ -212,6 +218,7 @@ impl<'a> CallPayment<'a> {
             provider: quote.provider,
             payer: payer_addr,
         };
+        let _held = self.lock().await?;
         let record = self.load(key).await?;
         let payer = self.payer.as_ref().context("wallet not loaded")?;
         let paid = match payer.pay(&quote, &channel, record, &self.target, expected) {
@@ -262,6 +269,7 @@ impl<'a> CallPayment<'a> {
         let Some(key) = self.key(provider, chain_id)? else {
             return Ok(summary);
         };
+        let _held = self.lock().await?;
         let Some(mut record) = self.load(key).await? else {
             return Ok(summary);
         };
