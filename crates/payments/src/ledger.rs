@@ -495,6 +495,24 @@ impl Ledger {
         Ok(snapshot.len())
     }
 
+    /// The latest epoch of `payer` with an open channel row: where a sponsor's top-ups for
+    /// a newer epoch live after a restart (the spec still carries the older voucher).
+    pub fn latest_open_epoch(&self, payer: Address) -> Result<Option<u64>> {
+        let conn = self.db();
+        let mut stmt =
+            conn.prepare("SELECT epoch FROM channels WHERE payer = ?1 AND closed = 0")?;
+        let epochs = stmt.query_map(params![key(payer)], |r| r.get::<_, String>(0))?;
+        let mut latest = None;
+        for e in epochs {
+            let e = e?;
+            let e: u64 = e
+                .parse()
+                .map_err(|_| PaymentError::Corrupt(format!("epoch {e:?}")))?;
+            latest = latest.max(Some(e));
+        }
+        Ok(latest)
+    }
+
     /// The best voucher of every open channel whose amount is above what was redeemed:
     /// what settlement should submit.
     pub fn unredeemed(&self) -> Result<Vec<SignedVoucher>> {

@@ -359,3 +359,21 @@ fn hot_path_charges_race_flushes_and_slow_charges_without_losing_one() {
     let row = reopened.channel(payer, 0).unwrap().unwrap();
     assert_eq!(row.consumed, U256::from(4 * calls_per_thread * 7));
 }
+
+#[test]
+fn latest_open_epoch_finds_top_ups_of_a_newer_epoch_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let payer = voucher(3, 0, 1).voucher.payer;
+    {
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.latest_open_epoch(payer).unwrap(), None);
+        ledger.record_voucher(&voucher(3, 0, 100)).unwrap();
+        ledger.record_voucher(&voucher(3, 2, 50)).unwrap();
+        ledger.record_voucher(&voucher(4, 7, 50)).unwrap();
+    }
+    let ledger = Ledger::open(&path).unwrap();
+    assert_eq!(ledger.latest_open_epoch(payer).unwrap(), Some(2));
+    ledger.close(payer, 2).unwrap();
+    assert_eq!(ledger.latest_open_epoch(payer).unwrap(), Some(0));
+}

@@ -93,6 +93,24 @@ impl Paid {
             .unwrap_or_else(|p| p.into_inner())
             .get(&payer)
             .copied();
+        let topped = match topped {
+            Some(e) => Some(e),
+            // First sponsored call since start: top-ups for a newer epoch are in the ledger.
+            None => {
+                let latest = self
+                    .gate
+                    .ledger()
+                    .run_blocking(move |l| l.latest_open_epoch(payer))
+                    .await?;
+                let mut epochs = self
+                    .sponsor_epochs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let e = epochs.entry(payer).or_insert(voucher.voucher.epoch);
+                *e = (*e).max(latest.unwrap_or(0));
+                Some(*e)
+            }
+        };
         let epoch = topped.map_or(voucher.voucher.epoch, |e| e.max(voucher.voucher.epoch));
         let row = self
             .gate
