@@ -58,9 +58,6 @@ pub struct Node {
     /// X25519 secret that opens envelopes sealed to `config.address` (from
     /// `config.x25519_key_file`); wiped from memory on drop.
     seal_key: Option<zeroize::Zeroizing<[u8; 32]>>,
-    /// Its public half, published in `/.well-known/khachapuri` so a deployer can check the
-    /// key the registry gave it against the node itself.
-    seal_public: Option<[u8; 32]>,
 }
 
 impl Node {
@@ -102,7 +99,6 @@ impl Node {
             )),
             None => None,
         };
-        let seal_public = seal_key.as_deref().map(khachapuri_seal::public_key);
         Ok(Self {
             config,
             store,
@@ -112,20 +108,17 @@ impl Node {
             metrics: Metrics::default(),
             caps,
             seal_key,
-            seal_public,
         })
     }
 
-    /// The X25519 public key specs are sealed to, as 0x-hex (`None` without a key file).
+    /// The X25519 public key specs are sealed to, as 0x-hex (`None` without a key file):
+    /// published in `/.well-known/khachapuri` so a deployer can check the key the registry
+    /// gave it against the node itself.
     pub fn x25519_public_hex(&self) -> Option<String> {
-        self.seal_public.map(|k| {
-            let mut s = String::with_capacity(66);
-            s.push_str("0x");
-            for b in k {
-                s.push_str(&format!("{b:02x}"));
-            }
-            s
-        })
+        let secret = self.seal_key.as_deref()?;
+        Some(khachapuri_chain::alloy_hex::encode_prefixed(
+            khachapuri_seal::public_key(secret),
+        ))
     }
 
     /// The node's configuration.

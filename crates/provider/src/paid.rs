@@ -87,14 +87,14 @@ impl Paid {
                 )));
             }
         }
-        let topped = self
+        let remembered = self
             .sponsor_epochs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&payer)
             .copied();
-        let topped = match topped {
-            Some(e) => Some(e),
+        let topped = match remembered {
+            Some(e) => e,
             // First sponsored call since start: top-ups for a newer epoch are in the ledger.
             None => {
                 let latest = self
@@ -106,12 +106,12 @@ impl Paid {
                     .sponsor_epochs
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                let e = epochs.entry(payer).or_insert(voucher.voucher.epoch);
+                let e = epochs.entry(payer).or_insert(0);
                 *e = (*e).max(latest.unwrap_or(0));
-                Some(*e)
+                *e
             }
         };
-        let epoch = topped.map_or(voucher.voucher.epoch, |e| e.max(voucher.voucher.epoch));
+        let epoch = topped.max(voucher.voucher.epoch);
         let row = self
             .gate
             .ledger()
