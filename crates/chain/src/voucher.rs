@@ -126,6 +126,28 @@ pub struct SignedVoucher {
 }
 
 impl SignedVoucher {
+    /// Rewrites the signature into the one form the escrow redeems (OpenZeppelin `ECDSA`):
+    /// 65 bytes, low `s`, `v` in {27, 28}. The same signer can be recovered from a `v` of
+    /// 0/1 (or an EIP-155 `v`) and from the high-`s` twin, but the escrow refuses those, so
+    /// a provider that stored them could never collect. Fails on anything that is not a
+    /// 65-byte signature with a valid recovery byte and non-zero `r`, `s`.
+    pub fn canonicalize(&mut self) -> Result<()> {
+        let sig = Signature::from_raw(&self.signature)
+            .map_err(|e| ChainError::BadSignature(e.to_string()))?;
+        if sig.r().is_zero() || sig.s().is_zero() {
+            return Err(ChainError::BadSignature("r or s is zero".into()));
+        }
+        self.signature = sig.normalized_s().as_bytes().to_vec();
+        Ok(())
+    }
+
+    /// Whether the signature already is in the escrow's form (see
+    /// [`SignedVoucher::canonicalize`]).
+    pub fn is_canonical(&self) -> bool {
+        let mut copy = self.clone();
+        copy.canonicalize().is_ok() && copy.signature == self.signature
+    }
+
     /// Recovers who signed the voucher for this escrow and chain.
     pub fn recover(&self, chain_id: u64, escrow: Address) -> Result<Address> {
         let sig = Signature::from_raw(&self.signature)
@@ -243,6 +265,56 @@ mod tests {
             .is_some_and(|x| x.starts_with("0x") && x.len() == 132));
         let back: SignedVoucher = serde_json::from_value(json).expect("parse");
         assert_eq!(back, signed);
+    }
+
+    /// The high-`s` twin and the 0/1 recovery byte of a valid signature recover the same
+    /// payer; canonicalizing turns both back into the signer's own (low-`s`, 27/28) bytes.
+    #[test]
+    fn malleated_signatures_canonicalize_to_the_signed_form() {
+        let s = signer();
+        let escrow = Address::repeat_byte(0xEE);
+        let v = Voucher {
+            payer: s.address(),
+            provider: Address::repeat_byte(0x22),
+            epoch: 0,
+            amount: U256::from(7u64),
+        };
+        let signed = v.sign(&s, 31337, escrow).expect("sign");
+        assert!(signed.is_canonical());
+        for bad in [low_v(&signed), high_s(&signed)] {
+            assert!(!bad.is_canonical());
+            bad.verify(31337, escrow).expect("same signer");
+            let mut fixed = bad.clone();
+            fixed.canonicalize().expect("canonicalize");
+            assert_eq!(fixed, signed);
+        }
+        let mut junk = signed.clone();
+        junk.signature[64] = 29;
+        assert!(junk.canonicalize().is_err());
+        let mut zero = signed;
+        zero.signature[32..64].fill(0);
+        assert!(zero.canonicalize().is_err());
+    }
+
+    /// `v` as 0/1 instead of 27/28.
+    pub(crate) fn low_v(sv: &SignedVoucher) -> SignedVoucher {
+        let mut out = sv.clone();
+        out.signature[64] -= 27;
+        out
+    }
+
+    /// The high-`s` twin: `s' = n - s` with the recovery bit flipped.
+    pub(crate) fn high_s(sv: &SignedVoucher) -> SignedVoucher {
+        let n = U256::from_str_radix(
+            "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
+            16,
+        )
+        .expect("n");
+        let s = U256::from_be_slice(&sv.signature[32..64]);
+        let mut out = sv.clone();
+        out.signature[32..64].copy_from_slice(&(n - s).to_be_bytes::<32>());
+        out.signature[64] = if sv.signature[64] == 27 { 28 } else { 27 };
+        out
     }
 
     proptest! {

@@ -41,7 +41,7 @@ pub fn decode_payment(value: &str) -> Result<SignedVoucher> {
     let bytes = URL_SAFE_NO_PAD
         .decode(value.trim_end_matches('='))
         .map_err(|e| bad(format!("not base64url: {e}")))?;
-    let voucher: SignedVoucher = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut voucher: SignedVoucher = serde_json::from_slice(&bytes).map_err(|e| {
         bad(format!(
             "not the JSON {{payer, provider, epoch, amount, signature}}: {e}"
         ))
@@ -52,6 +52,10 @@ pub fn decode_payment(value: &str) -> Result<SignedVoucher> {
             voucher.signature.len()
         )));
     }
+    // Everything downstream (ledger, settlement) sees the one form the escrow redeems.
+    voucher
+        .canonicalize()
+        .map_err(|e| bad(format!("signature: {e}")))?;
     Ok(voucher)
 }
 
@@ -72,6 +76,33 @@ mod tests {
             },
             signature: sig,
         }
+    }
+
+    /// A signature-shaped value in the escrow's form: r = 0x0707…, low s = 0x0101…, v = 27.
+    fn sig_bytes() -> Vec<u8> {
+        let mut sig = vec![7; 32];
+        sig.extend([1; 32]);
+        sig.push(27);
+        sig
+    }
+
+    #[test]
+    fn malleated_signatures_decode_to_the_escrow_form() {
+        let s = dev_signer(1);
+        let escrow = Address::repeat_byte(0xEE);
+        let v = Voucher {
+            payer: s.address(),
+            provider: Address::repeat_byte(2),
+            epoch: 0,
+            amount: U256::from(9u64),
+        };
+        let signed = v.sign(&s, 31337, escrow).unwrap();
+        let mut low_v = signed.clone();
+        low_v.signature[64] -= 27;
+        assert_eq!(decode_payment(&encode_payment(&low_v)).unwrap(), signed);
+        let mut bad_v = signed.clone();
+        bad_v.signature[64] = 2;
+        assert!(decode_payment(&encode_payment(&bad_v)).is_err());
     }
 
     #[test]
@@ -96,7 +127,7 @@ mod tests {
 
     #[test]
     fn wire_form_is_the_documented_json() {
-        let sv = sample(3, 42, vec![7; 65]);
+        let sv = sample(3, 42, sig_bytes());
         let json: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(encode_payment(&sv)).unwrap()).unwrap();
         assert_eq!(json["amount"], "42");
@@ -111,7 +142,7 @@ mod tests {
             r#"{{"payer":"0x{p}","provider":"0x{q}","epoch":3,"amount":"42","signature":"0x{s}"}}"#,
             p = "01".repeat(20),
             q = "02".repeat(20),
-            s = "07".repeat(65)
+            s = format!("{}{}1b", "07".repeat(32), "01".repeat(32))
         );
         assert_eq!(decode_payment(&URL_SAFE_NO_PAD.encode(hand)).unwrap(), sv);
     }
@@ -139,8 +170,14 @@ mod tests {
     proptest! {
         #[test]
         fn round_trips(epoch in any::<u64>(), amount in any::<u128>(), sig in proptest::collection::vec(any::<u8>(), 65)) {
+            // Any 65 bytes decode to their canonical form, or are refused when they are no
+            // signature at all (bad recovery byte, zero r or s).
             let sv = sample(epoch, amount, sig);
-            prop_assert_eq!(decode_payment(&encode_payment(&sv)).unwrap(), sv);
+            let mut canonical = sv.clone();
+            match canonical.canonicalize() {
+                Ok(()) => prop_assert_eq!(decode_payment(&encode_payment(&sv)).unwrap(), canonical),
+                Err(_) => prop_assert!(decode_payment(&encode_payment(&sv)).is_err()),
+            }
         }
 
         #[test]
