@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod error;
 pub mod escrow;
 pub mod events;
+pub mod receipt;
 pub mod registry;
 pub mod spec_sig;
 pub mod token;
@@ -28,6 +29,7 @@ pub use deploy::{deploy_all, dev_channel, dev_network, mint_to, DeployOptions, D
 pub use error::{ChainError, Result};
 pub use escrow::{ChannelState, EscrowClient};
 pub use events::{watch, ChainEvent, EscrowEvent, EventPoller, RegistryEvent};
+pub use receipt::{call_hash, ReceiptClaim};
 pub use registry::{node_of, PricingTable, ProviderRecord, Registration, RegistryClient};
 pub use spec_sig::{sign_spec, verify_spec};
 pub use token::Token;

@@ -16,9 +16,9 @@ use khachapuri_chain::{Address, ChannelState, PrivateKeySigner, SignedVoucher, V
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PaymentError, Result};
-use crate::gate::Receipt;
 use crate::payment::encode_payment;
 use crate::pricing::{base_to_micro, micro_to_base_ceil};
+use crate::receipt::Receipt;
 
 /// Quotes kept per channel (one per callable CID); the oldest entries go first.
 const MAX_QUOTES: usize = 64;
@@ -131,6 +131,13 @@ pub struct ChannelRecord {
     /// prepaid call is sent.
     #[serde(default, with = "dec_map")]
     pub quotes: BTreeMap<String, U256>,
+    /// The highest consumed amount (micro-units) the provider signed for in this epoch:
+    /// what it can honestly redeem, to compare with what it did redeem on chain.
+    #[serde(default, with = "dec")]
+    pub signed_consumed: U256,
+    /// The `Khachapuri-Receipt` value behind `signed_consumed`: the evidence itself.
+    #[serde(default)]
+    pub signed_receipt: Option<String>,
 }
 
 impl ChannelRecord {
@@ -143,7 +150,33 @@ impl ChannelRecord {
             funds: U256::ZERO,
             price: U256::ZERO,
             quotes: BTreeMap::new(),
+            signed_consumed: U256::ZERO,
+            signed_receipt: None,
         }
+    }
+
+    /// Takes a receipt asked to be signed with `request_id` for the channel `key`: checks
+    /// the operator's signature ([`Receipt::verify`]) and keeps it when it signs for more
+    /// than any before. A forged or altered receipt is refused and changes nothing.
+    pub fn take_signed_receipt(
+        &mut self,
+        receipt: &Receipt,
+        request_id: &str,
+        key: &crate::ChannelKey,
+    ) -> Result<()> {
+        receipt.verify(
+            request_id,
+            key.provider,
+            key.payer,
+            self.epoch,
+            key.chain_id,
+            key.escrow,
+        )?;
+        if receipt.consumed >= self.signed_consumed {
+            self.signed_consumed = receipt.consumed;
+            self.signed_receipt = Some(receipt.encode());
+        }
+        Ok(())
     }
 
     /// Base units signed so far in this epoch.

@@ -265,6 +265,7 @@ fn receipts_trigger_resigning_at_the_low_water_mark() {
         cost: u(1_000_000),
         consumed,
         authorized: prepay,
+        proof: None,
     };
     // Half the prepaid part left: still fine.
     assert!(!p
@@ -410,7 +411,7 @@ proptest! {
             model.consumed += cost;
             total += cost;
             let rec = record.as_mut().unwrap();
-            p.on_receipt(&Receipt { cost, consumed: model.consumed, authorized: model.best }, rec, PROVIDER).unwrap();
+            p.on_receipt(&Receipt { cost, consumed: model.consumed, authorized: model.best, proof: None }, rec, PROVIDER).unwrap();
             prop_assert!(model.consumed <= base_to_micro(rec.signed()));
         }
         // One signature per half prepaid amount consumed, plus the first.

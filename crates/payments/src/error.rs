@@ -16,6 +16,13 @@ pub enum PaymentError {
     /// also what a voucher signed for another chain or escrow looks like).
     #[error("bad voucher signature: {0}")]
     BadSignature(String),
+    /// A `Khachapuri-Receipt` that should be signed is not, or its signature is not the
+    /// provider's over what it says (forged or altered).
+    #[error("the provider's receipt does not verify: {0}")]
+    BadReceipt(String),
+    /// The node has no operator key to sign receipts with.
+    #[error("this node holds no operator key to sign receipts with")]
+    CannotSign,
     /// The voucher is for another provider.
     #[error("voucher is for provider {got}, not this provider {expected}")]
     WrongProvider {
@@ -126,12 +133,13 @@ impl PaymentError {
             | Self::WrongEpoch { .. }
             | Self::ChannelUnlocking { .. } => 403,
             Self::Chain(_) => 502,
-            Self::Ledger(_) | Self::Corrupt(_) | Self::Task(_) => 500,
+            Self::Ledger(_) | Self::Corrupt(_) | Self::Task(_) | Self::CannotSign => 500,
             // Caller-side errors are never sent as answers; 500 if one ever is.
             Self::PriceTooHigh { .. }
             | Self::ChannelShort { .. }
             | Self::UnknownEscrow { .. }
             | Self::MalformedPaymentRequired(_)
+            | Self::BadReceipt(_)
             | Self::State { .. } => 500,
         }
     }

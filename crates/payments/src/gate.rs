@@ -5,12 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use khachapuri_chain::{Address, ChannelState, EscrowClient, SignedVoucher, U256};
+use khachapuri_chain::{
+    call_hash, Address, ChannelState, EscrowClient, ReceiptClaim, SignedVoucher, U256,
+};
 
 use crate::error::{PaymentError, Result};
-use crate::ledger::{Charge, Ledger, Reservation};
+use crate::ledger::{Ledger, Reservation};
 use crate::payment::decode_payment;
 use crate::pricing::{Pricing, Usage};
+use crate::receipt::{check_request_id, Receipt, ReceiptProof};
 use crate::verify::{ChannelCache, VoucherVerifier};
 
 /// Voucher checks, channel cache, ledger and pricing of one provider, together.
@@ -21,66 +24,6 @@ pub struct Gate {
     ledger: Arc<Ledger>,
     escrow: EscrowClient,
     pricing: Pricing,
-}
-
-/// The `Khachapuri-Receipt` header: what the call cost and where the channel stands, in
-/// micro-units, so a client can re-sign before its prepaid part runs out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Receipt {
-    /// This call's cost.
-    pub cost: U256,
-    /// Consumed in the channel so far, this call included.
-    pub consumed: U256,
-    /// Authorized by the best voucher.
-    pub authorized: U256,
-}
-
-impl From<Charge> for Receipt {
-    fn from(c: Charge) -> Self {
-        Self {
-            cost: c.cost,
-            consumed: c.consumed,
-            authorized: c.authorized,
-        }
-    }
-}
-
-impl Receipt {
-    /// Header value: `cost=…; consumed=…; authorized=…` (decimal micro-units).
-    pub fn encode(&self) -> String {
-        format!(
-            "cost={}; consumed={}; authorized={}",
-            self.cost, self.consumed, self.authorized
-        )
-    }
-
-    /// Parses a header value (unknown keys are ignored, missing ones are an error).
-    pub fn parse(value: &str) -> Result<Self> {
-        let (mut cost, mut consumed, mut authorized) = (None, None, None);
-        for part in value.split(';') {
-            let Some((k, v)) = part.trim().split_once('=') else {
-                continue;
-            };
-            let n = U256::from_str_radix(v.trim(), 10)
-                .map_err(|e| PaymentError::MalformedHeader(format!("receipt {k}: {e}")))?;
-            match k.trim() {
-                "cost" => cost = Some(n),
-                "consumed" => consumed = Some(n),
-                "authorized" => authorized = Some(n),
-                _ => {}
-            }
-        }
-        match (cost, consumed, authorized) {
-            (Some(cost), Some(consumed), Some(authorized)) => Ok(Self {
-                cost,
-                consumed,
-                authorized,
-            }),
-            _ => Err(PaymentError::MalformedHeader(format!(
-                "receipt {value:?} lacks cost, consumed or authorized"
-            ))),
-        }
-    }
 }
 
 impl Gate {
@@ -205,6 +148,38 @@ impl Gate {
             .run_blocking(move |l| l.settle_reservation(reservation, cost))
             .await?;
         Ok(charge.into())
+    }
+
+    /// [`Gate::charge`], then signs the receipt with the operator key for the caller that
+    /// asked (`request_id` from its `Khachapuri-Sign-Receipt` header): evidence of what this
+    /// provider charged the channel so far. Needs the escrow client to carry the operator's
+    /// signer ([`PaymentError::CannotSign`] otherwise).
+    pub async fn charge_signed(
+        &self,
+        reservation: Reservation,
+        usage: Usage,
+        request_id: &str,
+    ) -> Result<Receipt> {
+        check_request_id(request_id)?;
+        // Known before charging, so a node that cannot sign books nothing.
+        let signer = self
+            .escrow
+            .chain()
+            .signer()
+            .filter(|s| s.address() == self.verifier.provider)
+            .ok_or(PaymentError::CannotSign)?;
+        let (payer, epoch) = (reservation.payer(), reservation.epoch());
+        let mut receipt = self.charge(reservation, usage).await?;
+        let claim = ReceiptClaim {
+            payer,
+            provider: self.verifier.provider,
+            epoch,
+            consumed: receipt.consumed,
+            call: call_hash(request_id, receipt.cost),
+        };
+        let signature = claim.sign(signer, self.verifier.chain_id, self.verifier.escrow)?;
+        receipt.proof = Some(ReceiptProof::new(payer, epoch, claim.call, &signature)?);
+        Ok(receipt)
     }
 
     /// The JSON body of a 402: price of the call, where to pay, and (when the payer is

@@ -13,15 +13,17 @@ pub mod ledger;
 pub mod payer_store;
 pub mod payment;
 pub mod pricing;
+pub mod receipt;
 pub mod settle;
 pub mod verify;
 
 pub use client::{ChannelRecord, Decision, PayPolicy, Payer, Payment, PaymentRequired};
 pub use error::{PaymentError, Result};
-pub use gate::{Gate, Receipt};
+pub use gate::Gate;
 pub use ledger::{ChannelRow, Charge, Ledger, LedgerStatus, Reservation};
 pub use payer_store::{ChannelKey, PayerStore, StoreLock};
 pub use payment::{decode_payment, encode_payment, PAYMENT_HEADER, RECEIPT_HEADER};
 pub use pricing::{base_to_micro, micro_to_base_ceil, Pricing, Usage, MICRO_PER_BASE};
+pub use receipt::{check_request_id, Receipt, ReceiptProof, SIGN_RECEIPT_HEADER};
 pub use settle::{classify_event, Backoff, EventAction, SettlePolicy, SettleReport, Settler};
 pub use verify::{ChannelCache, VoucherVerifier};

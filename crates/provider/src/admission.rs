@@ -54,6 +54,8 @@ pub struct Ticket {
     pub payer: Option<String>,
     /// The credit held for the call's maximum cost, when the call is paid.
     pub reservation: Option<Reservation>,
+    /// The caller's `Khachapuri-Sign-Receipt` request id: sign this call's receipt.
+    pub receipt_id: Option<String>,
 }
 
 /// Decides whether a call may run and what it costs.

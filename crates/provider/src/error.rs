@@ -191,11 +191,13 @@ fn payment_kind(e: &PaymentError) -> &'static str {
         PaymentError::ChannelUnlocking { .. } => "channel_unlocking",
         PaymentError::Chain(_) => "chain",
         PaymentError::Ledger(_) | PaymentError::Corrupt(_) | PaymentError::Task(_) => "ledger",
+        PaymentError::CannotSign => "cannot_sign",
         // Caller-side errors: a provider never produces them.
         PaymentError::PriceTooHigh { .. }
         | PaymentError::ChannelShort { .. }
         | PaymentError::UnknownEscrow { .. }
         | PaymentError::MalformedPaymentRequired(_)
+        | PaymentError::BadReceipt(_)
         | PaymentError::State { .. } => "internal",
     }
 }
@@ -228,10 +230,14 @@ fn payment_hint(e: &PaymentError) -> &'static str {
         PaymentError::Ledger(_) | PaymentError::Corrupt(_) | PaymentError::Task(_) => {
             "the provider's ledger failed; retry shortly or tell its operator"
         }
+        PaymentError::CannotSign => {
+            "this provider cannot sign receipts; call without Khachapuri-Sign-Receipt"
+        }
         PaymentError::PriceTooHigh { .. }
         | PaymentError::ChannelShort { .. }
         | PaymentError::UnknownEscrow { .. }
         | PaymentError::MalformedPaymentRequired(_)
+        | PaymentError::BadReceipt(_)
         | PaymentError::State { .. } => "an internal error of the provider; tell its operator",
     }
 }

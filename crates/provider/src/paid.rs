@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use khachapuri_chain::{Address, EscrowClient, SignedVoucher, U256};
 use khachapuri_payments::{
-    decode_payment, encode_payment, Gate, Ledger, PaymentError, Pricing, PAYMENT_HEADER,
+    check_request_id, decode_payment, encode_payment, Gate, Ledger, PaymentError, Pricing,
+    PAYMENT_HEADER, SIGN_RECEIPT_HEADER,
 };
 use khachapuri_types::{PayerPolicy, Spec};
 use serde_json::json;
@@ -148,10 +149,20 @@ impl Paid {
                 ),
             }
         };
+        // Checked before any payment work: a malformed id is the caller's 400.
+        let receipt_id = match call.headers.get(SIGN_RECEIPT_HEADER) {
+            None => None,
+            Some(v) => {
+                let id = v.to_str().unwrap_or_default();
+                check_request_id(id)?;
+                Some(id.to_string())
+            }
+        };
         match self.gate.admit(header.as_deref(), max_cost).await {
             Ok(reservation) => Ok(Ticket {
                 payer: Some(reservation.payer().to_string()),
                 reservation: Some(reservation),
+                receipt_id,
             }),
             Err(error) if error.status_code() == 402 => {
                 let payer = Gate::payer_of(header.as_deref());
@@ -190,7 +201,10 @@ impl Paid {
             millis: usage.millis,
             bytes_out: usage.bytes_out,
         };
-        let receipt = self.gate.charge(reservation, usage).await?;
+        let receipt = match &ticket.receipt_id {
+            Some(id) => self.gate.charge_signed(reservation, usage, id).await?,
+            None => self.gate.charge(reservation, usage).await?,
+        };
         Ok(Some(receipt.encode()))
     }
 

@@ -9,7 +9,7 @@ use clap::Args;
 use crate::cmd::pay::CallPayment;
 use crate::home::{Home, Profile, ProviderEntry};
 use crate::output::{hint, Printer};
-use khachapuri_payments::{PAYMENT_HEADER, RECEIPT_HEADER};
+use khachapuri_payments::{PAYMENT_HEADER, RECEIPT_HEADER, SIGN_RECEIPT_HEADER};
 
 /// Arguments of `call`.
 #[derive(Debug, Args)]
@@ -94,6 +94,7 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
         })?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
+    let request_id = format!("{:032x}", rand::random::<u128>());
     let send = |payment_header: Option<String>| {
         let mut req = client.request(method.clone(), &url);
         for (k, v) in &headers {
@@ -101,6 +102,8 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
         }
         if let Some(p) = payment_header {
             req = req.header(PAYMENT_HEADER, p);
+            // Paid calls always ask for the operator's signature on the receipt.
+            req = req.header(SIGN_RECEIPT_HEADER, &request_id);
         }
         if let Some(body) = &body {
             req = req.body(body.clone());
@@ -131,7 +134,11 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
         resp = send(Some(header)).await?;
     }
     let receipt = match resp.headers().get(RECEIPT_HEADER) {
-        Some(v) => Some(payment.on_receipt(v.to_str().unwrap_or_default()).await),
+        Some(v) => Some(
+            payment
+                .on_receipt(v.to_str().unwrap_or_default(), &request_id)
+                .await,
+        ),
         None => None,
     };
     let status = resp.status();

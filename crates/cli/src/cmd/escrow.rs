@@ -2,10 +2,12 @@
 //! the escrow and its payment channels to providers. Amounts are USDC (`1.25`).
 
 use clap::{Args, Subcommand};
-use khachapuri_chain::{format_usdc, parse_usdc, Address, ChannelState};
+use khachapuri_chain::{format_usdc, parse_usdc, Address, ChannelState, U256};
+use khachapuri_payments::{micro_to_base_ceil, ChannelKey, PayerStore};
 use serde_json::{json, Value};
 
 use super::chainctx::{self, Network};
+use super::pay::format_micro;
 use crate::home::Home;
 use crate::output::{hint, Printer};
 
@@ -60,7 +62,8 @@ pub async fn run(args: EscrowArgs, home: &Home, printer: &Printer) -> anyhow::Re
     let (profile, net) = chainctx::active(home)?;
     if let EscrowCommand::Status { json } = args.command {
         let me = chainctx::wallet_address(home, &profile)?;
-        return status(&net, &profile, me, json, printer).await;
+        let store = PayerStore::new(home.root().join("payments").join("vouchers.json"));
+        return status(&net, &profile, &store, me, json, printer).await;
     }
     let signer = chainctx::load_signer(home, &profile)?;
     let me = signer.address();
@@ -156,9 +159,29 @@ pub async fn run(args: EscrowArgs, home: &Home, printer: &Printer) -> anyhow::Re
     Ok(())
 }
 
+/// What the provider signed for in the receipts this wallet holds for channel `ch`
+/// (micro-units), and how many base units it redeemed beyond that, if any.
+struct Signed {
+    consumed: U256,
+    over: Option<U256>,
+}
+
+fn signed_for(store: &PayerStore, key: ChannelKey, ch: &ChannelState) -> Signed {
+    let consumed = match store.load(&key) {
+        Ok(Some(r)) if r.epoch == ch.epoch => r.signed_consumed,
+        _ => U256::ZERO,
+    };
+    let honest = micro_to_base_ceil(consumed);
+    Signed {
+        consumed,
+        over: (ch.redeemed > honest).then(|| ch.redeemed - honest),
+    }
+}
+
 async fn status(
     net: &Network,
     profile: &crate::home::Profile,
+    store: &PayerStore,
     me: Address,
     as_json: bool,
     printer: &Printer,
@@ -183,24 +206,33 @@ async fn status(
             }
         }
     }
-    let mut channels: Vec<(String, Address, ChannelState)> = Vec::new();
+    let mut channels: Vec<(String, Address, ChannelState, Signed)> = Vec::new();
     for (name, addr) in known {
         let ch = escrow.channel(me, addr).await?;
         if ch.funds.is_zero() && ch.epoch == 0 {
             continue;
         }
-        channels.push((name, addr, ch));
+        let key = ChannelKey {
+            chain_id: chain.chain_id(),
+            escrow: escrow.address(),
+            provider: addr,
+            payer: me,
+        };
+        let signed = signed_for(store, key, &ch);
+        channels.push((name, addr, ch, signed));
     }
 
     if as_json {
         let chans: Vec<Value> = channels
             .iter()
-            .map(|(name, addr, ch)| {
+            .map(|(name, addr, ch, signed)| {
                 json!({
                     "provider": name,
                     "address": addr,
                     "funds": format_usdc(ch.funds),
                     "redeemed": format_usdc(ch.redeemed),
+                    "consumed_signed": format_micro(signed.consumed),
+                    "redeemed_beyond_signed": signed.over.map(format_usdc),
                     "remaining": format_usdc(ch.remaining()),
                     "epoch": ch.epoch,
                     "unlock_at": ch.unlock_at,
@@ -226,19 +258,26 @@ async fn status(
     if channels.is_empty() {
         printer.data("channels: none (fund one with `khachapuri escrow fund PROVIDER AMOUNT`)");
     }
-    for (name, addr, ch) in channels {
+    for (name, addr, ch, signed) in channels {
         let unlock = if ch.unlock_at == 0 {
             String::new()
         } else {
             format!(", unlocking at unix time {}", ch.unlock_at)
         };
         printer.data(format!(
-            "channel:  {name} ({addr}): {} USDC left of {} funded, {} redeemed, epoch {}{unlock}",
+            "channel:  {name} ({addr}): {} USDC left of {} funded, {} redeemed, {} consumed as signed, epoch {}{unlock}",
             format_usdc(ch.remaining()),
             format_usdc(ch.funds),
             format_usdc(ch.redeemed),
+            format_micro(signed.consumed),
             ch.epoch
         ));
+        if let Some(over) = signed.over {
+            printer.status(format!(
+                "warning: {name} redeemed {} USDC more than it signed for in the receipts this wallet holds (calls of deployments you sponsor, or by clients that do not ask for signed receipts, also draw on it)",
+                format_usdc(over)
+            ));
+        }
     }
     Ok(())
 }

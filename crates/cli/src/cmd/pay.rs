@@ -251,7 +251,9 @@ impl<'a> CallPayment<'a> {
 
     /// Takes a `Khachapuri-Receipt` value into the voucher state, re-signing ahead when
     /// the prepaid part runs low. Returns a human summary of the receipt.
-    pub async fn on_receipt(&mut self, value: &str) -> anyhow::Result<String> {
+    /// A receipt of a call that asked for a signature (`request_id`) must carry the
+    /// provider's valid signature, or it is refused and the state keeps what it had.
+    pub async fn on_receipt(&mut self, value: &str, request_id: &str) -> anyhow::Result<String> {
         let receipt = Receipt::parse(value)
             .map_err(|e| anyhow::anyhow!("the provider's receipt is unreadable: {e}"))?;
         let summary = format!(
@@ -273,6 +275,14 @@ impl<'a> CallPayment<'a> {
         let Some(mut record) = self.load(key).await? else {
             return Ok(summary);
         };
+        record
+            .take_signed_receipt(&receipt, request_id, &key)
+            .map_err(|e| {
+                hint(
+                    e.to_string(),
+                    "the provider's receipt is not evidence of what it charged: do not trust its consumed figure; `khachapuri escrow status` compares what it signed with what it redeemed",
+                )
+            })?;
         if self.policy.would_resign(&receipt, &record) {
             let payer = self.payer(chain_id, escrow)?;
             let result = payer.on_receipt(&receipt, &mut record, provider);
