@@ -138,11 +138,12 @@ mod tests {
         );
         assert!(json["signature"].as_str().unwrap().starts_with("0x07"));
         // A hand-written header (what a script would produce) decodes.
+        let sig = format!("{}{}1b", "07".repeat(32), "01".repeat(32));
         let hand = format!(
             r#"{{"payer":"0x{p}","provider":"0x{q}","epoch":3,"amount":"42","signature":"0x{s}"}}"#,
             p = "01".repeat(20),
             q = "02".repeat(20),
-            s = format!("{}{}1b", "07".repeat(32), "01".repeat(32))
+            s = sig
         );
         assert_eq!(decode_payment(&URL_SAFE_NO_PAD.encode(hand)).unwrap(), sv);
     }
