@@ -31,16 +31,22 @@ pub fn write_keystore(
             path.display()
         )));
     }
-    PrivateKeySigner::encrypt_keystore(
-        dir,
+    // The encrypted key is first written inside a fresh 0700 directory nobody else can
+    // enter, then its final file is created 0600: at no moment is it readable by others.
+    let scratch = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    private_dir(&scratch)?;
+    let written = PrivateKeySigner::encrypt_keystore(
+        &scratch,
         &mut rand::thread_rng(),
         signer.credential().to_bytes(),
         password,
         Some(name),
     )
-    .map_err(|e| ChainError::Keystore(e.to_string()))?;
+    .map_err(|e| ChainError::Keystore(e.to_string()))
+    .and_then(|_| Ok(std::fs::read_to_string(scratch.join(name))?));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let text = written?;
     // Add geth's plain `address` field so the address can be shown without the password.
-    let text = std::fs::read_to_string(&path)?;
     let mut json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| ChainError::Keystore(e.to_string()))?;
     if let Some(obj) = json.as_object_mut() {
@@ -49,8 +55,7 @@ pub fn write_keystore(
             serde_json::Value::String(hex::encode(signer.address())),
         );
     }
-    std::fs::write(&path, json.to_string())?;
-    restrict_permissions(&path)?;
+    write_private(&path, json.to_string().as_bytes())?;
     Ok(path)
 }
 
@@ -96,15 +101,33 @@ pub fn parse_private_key(key_hex: &str) -> Result<PrivateKeySigner> {
     PrivateKeySigner::from_bytes(&bytes).map_err(|e| ChainError::Keystore(e.to_string()))
 }
 
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+/// Creates `path` (which must not exist) readable and writable by its owner only, from
+/// its first byte on (mode 0600 at creation, not a chmod after the fact), and syncs it:
+/// for key files and other secrets.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
     Ok(())
 }
 
-#[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) -> Result<()> {
+/// Creates the directory `path` with mode 0700 (owner only).
+fn private_dir(path: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)?;
     Ok(())
 }
 
@@ -116,6 +139,17 @@ mod tests {
     fn create_open_and_import() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = create_keystore(dir.path(), "main.json", "pw").expect("create");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("main.json"))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "owner-only from creation");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+        assert_eq!(leftovers.len(), 1, "the scratch directory is gone");
         let path = dir.path().join("main.json");
         assert_eq!(keystore_address(&path).expect("address"), s.address());
         assert_eq!(

@@ -307,6 +307,16 @@ fn store_round_trips_and_replaces_atomically() {
         .record;
     store.save(&key, &rec).unwrap();
     assert_eq!(store.load(&key).unwrap(), Some(rec.clone()));
+    #[cfg(unix)]
+    {
+        // Signed vouchers are money: owner-only from creation.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     // Other chains, escrows and providers are other channels.
     for other in [
         ChannelKey { chain_id: 1, ..key },

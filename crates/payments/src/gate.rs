@@ -82,17 +82,15 @@ impl Gate {
         let header = header.ok_or(PaymentError::PaymentRequired)?;
         let voucher = decode_payment(header)?;
         let (payer, epoch) = (voucher.voucher.payer, voucher.voucher.epoch);
-        // Prepaid call on the best voucher already in memory: no blocking hop, no signature
-        // check, no RPC; a cached unlock or newer epoch still stops it.
-        let cached_check = || match self.cache.cached(payer) {
-            Some(state) => self.verifier.check_channel(&voucher, &state),
-            None => Ok(()),
-        };
-        if let Some(admitted) = self
-            .ledger
-            .try_consume_known(&voucher, max_cost, cached_check)
-        {
-            return admitted;
+        // Prepaid call on the best voucher already in memory, with the channel state fresh
+        // in the cache: no blocking hop, no signature check, no RPC; a cached unlock or
+        // newer epoch still stops it. Without fresh state (expired, or never read since a
+        // restart) the slow path reads the chain first.
+        if let Some(state) = self.cache.cached(payer) {
+            let check = || self.verifier.check_channel(&voucher, &state);
+            if let Some(admitted) = self.ledger.try_consume_known(&voucher, max_cost, check) {
+                return admitted;
+            }
         }
         let known = self
             .ledger
@@ -100,11 +98,11 @@ impl Gate {
             .await?
             .is_some_and(|row| row.best.signature == voucher.signature && row.best == voucher);
         if known {
-            // Prepaid call: no signature check and no RPC; a cached unlock or newer epoch
-            // (the event watcher refreshes the cache) still stops it.
-            if let Some(state) = self.cache.cached(payer) {
-                self.verifier.check_channel(&voucher, &state)?;
-            }
+            // Prepaid call: no signature check. The channel is checked against the cache,
+            // or read from chain when the cache has nothing (after a restart): a voucher of
+            // an epoch that ended while the node was down must not pay.
+            let state = self.channel_state(payer, false).await?;
+            self.verifier.check_channel(&voucher, &state)?;
         } else {
             self.verifier.check_signature(&voucher)?;
             let state = self.channel_state(payer, false).await?;
@@ -223,10 +221,12 @@ impl Gate {
         body
     }
 
-    /// The payer named in a header value, if it decodes (for a 402 body after a refusal).
-    pub fn payer_of(header: Option<&str>) -> Option<Address> {
-        header
-            .and_then(|h| decode_payment(h).ok())
-            .map(|v: SignedVoucher| v.voucher.payer)
+    /// The payer of a header value whose voucher is signed by that payer for this provider
+    /// (for a 402 body after a refusal). Anything else is nobody: a 402 never shows a
+    /// channel's figures to someone who merely names its payer.
+    pub fn verified_payer(&self, header: Option<&str>) -> Option<Address> {
+        let voucher: SignedVoucher = decode_payment(header?).ok()?;
+        self.verifier.check_signature(&voucher).ok()?;
+        Some(voucher.voucher.payer)
     }
 }

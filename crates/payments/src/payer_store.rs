@@ -26,6 +26,19 @@ use crate::error::{PaymentError, Result};
 /// Version of the state file format.
 const VERSION: u32 = 1;
 
+/// Options that create a file owner-only (0600) from the start: the state holds signed
+/// vouchers, which are money.
+fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
 /// Which channel a record is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChannelKey {
@@ -127,7 +140,7 @@ impl PayerStore {
             .path
             .with_extension(format!("json.tmp.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = private_file().truncate(true).open(&tmp)?;
             f.write_all(&json)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)
@@ -144,8 +157,7 @@ impl PayerStore {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
+        let file = private_file()
             .truncate(false)
             .write(true)
             .open(self.path.with_extension("json.lock"))

@@ -132,13 +132,28 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
     );
     assert_eq!(err.status_code(), 402);
     let body = gate
-        .payment_required_body(Gate::payer_of(Some(&good)), big)
+        .payment_required_body(gate.verified_payer(Some(&good)), big)
         .await;
     assert_eq!(body["price"], "9500000");
     assert_eq!(body["epoch"], 0);
     assert_eq!(body["consumed"], "816000");
     assert_eq!(body["authorized"], "10000000");
     assert_eq!(body["chain_id"], d.chain_id);
+    // A voucher that merely names the payer (signed by someone else) shows nothing of it.
+    let impostor = sign(
+        10,
+        0,
+        provider,
+        &PrivateKeySigner::random(),
+        d.chain_id,
+        d.escrow,
+    );
+    assert_eq!(gate.verified_payer(Some(&impostor)), None);
+    let body = gate
+        .payment_required_body(gate.verified_payer(Some(&impostor)), big)
+        .await;
+    assert!(body.get("consumed").is_none(), "{body}");
+    assert!(body.get("authorized").is_none(), "{body}");
 
     // Funding more and signing higher is accepted once the cache refreshes from chain.
     payer_escrow
@@ -158,4 +173,24 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
             .amount,
         U256::from(1_500_000)
     );
+
+    // The node restarts (fresh channel cache, same ledger) after the payer closed the
+    // channel: the recorded voucher of the ended epoch pays nothing any more.
+    payer_escrow.request_unlock(provider).await.unwrap();
+    let delay = payer_escrow.unlock_delay().await.unwrap();
+    _payer_chain.dev_advance_time(delay).await.unwrap();
+    payer_escrow.reclaim(provider).await.unwrap();
+    drop(gate);
+    drop(ledger);
+    let ledger = Arc::new(Ledger::open(dir.path().join("ledger.db")).unwrap());
+    let restarted = Gate::new(
+        ledger.clone(),
+        EscrowClient::new(&reader, d.escrow),
+        provider,
+        pricing,
+        Duration::from_secs(5),
+    );
+    let err = restarted.admit(Some(&higher), max).await.unwrap_err();
+    assert!(matches!(err, PaymentError::WrongEpoch { .. }), "{err:?}");
+    assert_eq!(err.status_code(), 403);
 }

@@ -71,7 +71,7 @@ async fn payer_prepays_many_calls_through_the_real_gate() {
             Err(e) => {
                 assert_eq!(e.status_code(), 402, "call {i}: {e}");
                 let body = gate
-                    .payment_required_body(Gate::payer_of(header.as_deref()), max)
+                    .payment_required_body(gate.verified_payer(header.as_deref()), max)
                     .await;
                 let body = PaymentRequired::parse(body.to_string().as_bytes()).unwrap();
                 let channel = escrow

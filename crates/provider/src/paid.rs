@@ -165,7 +165,7 @@ impl Paid {
                 receipt_id,
             }),
             Err(error) if error.status_code() == 402 => {
-                let payer = Gate::payer_of(header.as_deref());
+                let payer = self.gate.verified_payer(header.as_deref());
                 let mut body = self.gate.payment_required_body(payer, max_cost).await;
                 body["price_usdc"] = json!(format_micro_usdc_u256(max_cost));
                 // Unknown payer (no voucher): nothing consumed or authorized yet.

@@ -282,7 +282,9 @@ async fn pricing_for(
         return own();
     };
     if record.operator != me {
-        tracing::warn!(%name, operator = %record.operator, %me, "the registry names another operator: callers will sign vouchers for it");
+        // Someone else's name: its prices are not ours to charge.
+        tracing::warn!(%name, operator = %record.operator, %me, "the registry names another operator for this name; using the config's prices");
+        return own();
     }
     if record.pricing_table.is_zero() {
         return own();

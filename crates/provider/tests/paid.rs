@@ -578,4 +578,17 @@ async fn the_registry_pricing_table_wins_over_the_config() {
     other_chain.payments.as_mut().unwrap().chain_id = 1;
     let err = connect_payments(&mut other_chain).await.unwrap_err();
     assert!(err.to_string().contains("chain"), "{err}");
+
+    // A node calling itself "priced" with another operator key: that name's table is not
+    // its to charge; the config's prices apply.
+    let other_key = dir.path().join("other.key");
+    std::fs::write(&other_key, DEV_KEYS[3]).unwrap();
+    let mut impostor = NodeConfig {
+        address: None,
+        data_dir: dir.path().join("other-data"),
+        ..config.clone()
+    };
+    impostor.payments.as_mut().unwrap().operator_key_file = Some(other_key);
+    let setup = connect_payments(&mut impostor).await.unwrap();
+    assert_eq!(setup.pricing_source, "config");
 }
