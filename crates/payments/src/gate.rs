@@ -10,6 +10,7 @@ use khachapuri_chain::{
 };
 
 use crate::error::{PaymentError, Result};
+use crate::group_commit::VoucherWriter;
 use crate::ledger::{Ledger, Reservation};
 use crate::payment::decode_payment;
 use crate::pricing::{Pricing, Usage};
@@ -22,6 +23,8 @@ pub struct Gate {
     verifier: VoucherVerifier,
     cache: ChannelCache,
     ledger: Arc<Ledger>,
+    /// Group commit of fresh vouchers (one fsync for all that arrive together).
+    writer: VoucherWriter,
     escrow: EscrowClient,
     pricing: Pricing,
 }
@@ -43,6 +46,7 @@ impl Gate {
                 provider,
             },
             cache: ChannelCache::new(cache_ttl),
+            writer: VoucherWriter::start(ledger.clone()),
             ledger,
             escrow,
             pricing,
@@ -120,9 +124,7 @@ impl Gate {
         }
         if !known {
             // Durable before the call runs; cancelling here holds no credit.
-            self.ledger
-                .run_blocking(move |l| l.record_voucher(&voucher).map(drop))
-                .await?;
+            self.writer.record(voucher).await?;
         }
         // The blocking steps above loaded the row: reserve inline, with no `.await` between
         // taking the hold and returning it (a dropped request cannot leak it).

@@ -208,46 +208,58 @@ impl Ledger {
     /// per channel. Returns whether it improved on what the ledger had; replaying the same
     /// or an older, lower voucher changes nothing.
     pub fn record_voucher(&self, voucher: &SignedVoucher) -> Result<bool> {
+        Ok(self.record_vouchers(std::slice::from_ref(voucher))?[0])
+    }
+
+    /// [`Ledger::record_voucher`] for many vouchers with one transaction, so one fsync
+    /// makes all of them durable (group commit: see [`crate::VoucherWriter`]). Returns,
+    /// per voucher, whether it was the channel's best when its turn came.
+    pub fn record_vouchers(&self, vouchers: &[SignedVoucher]) -> Result<Vec<bool>> {
         let mut conn = self.db();
-        let v = &voucher.voucher;
-        let k = (v.payer, v.epoch);
-        if let Some(row) = Self::load(&conn, &mut self.mem(), v.payer, v.epoch)? {
-            if row.best.voucher.amount >= v.amount {
-                return Ok(false);
+        let mut improved = vec![false; vouchers.len()];
+        // Best amount per channel as the batch goes (the database's, or this batch's).
+        let mut best: HashMap<(Address, u64), U256> = HashMap::new();
+        for (i, voucher) in vouchers.iter().enumerate() {
+            let v = &voucher.voucher;
+            let k = (v.payer, v.epoch);
+            let current = match best.get(&k) {
+                Some(a) => Some(*a),
+                None => Self::load(&conn, &mut self.mem(), v.payer, v.epoch)?
+                    .map(|row| row.best.voucher.amount),
+            };
+            if current.is_none_or(|a| v.amount > a) {
+                best.insert(k, v.amount);
+                improved[i] = true;
             }
         }
-        let (payer, epoch) = (key(v.payer), v.epoch.to_string());
+        if !improved.contains(&true) {
+            return Ok(improved);
+        }
+        // Only the last improving voucher of each channel is written: it dominates the rest.
+        let mut last: HashMap<(Address, u64), usize> = HashMap::new();
+        for (i, v) in vouchers.iter().enumerate() {
+            if improved[i] {
+                last.insert((v.voucher.payer, v.voucher.epoch), i);
+            }
+        }
         set_sync(&conn, true)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT amount FROM channels WHERE payer = ?1 AND epoch = ?2",
-                params![payer, epoch],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let json = serde_json::to_string(voucher)
-            .map_err(|e| PaymentError::Corrupt(format!("voucher: {e}")))?;
-        let improved = match current {
-            None => {
-                tx.execute(
-                    "INSERT INTO channels (payer, epoch, provider, amount, voucher) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![payer, epoch, key(v.provider), v.amount.to_string(), json],
-                )?;
-                true
-            }
-            Some(cur) if v.amount > num(&cur)? => {
-                tx.execute(
-                    "UPDATE channels SET amount = ?3, voucher = ?4 WHERE payer = ?1 AND epoch = ?2",
-                    params![payer, epoch, v.amount.to_string(), json],
-                )?;
-                true
-            }
-            Some(_) => false,
-        };
-        if improved {
-            tx.commit()?;
-            let mut mem = self.mem();
+        for &i in last.values() {
+            let voucher = &vouchers[i];
+            let v = &voucher.voucher;
+            let json = serde_json::to_string(voucher)
+                .map_err(|e| PaymentError::Corrupt(format!("voucher: {e}")))?;
+            tx.execute(
+                "INSERT INTO channels (payer, epoch, provider, amount, voucher) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (payer, epoch) DO UPDATE SET amount = excluded.amount, voucher = excluded.voucher",
+                params![key(v.payer), v.epoch.to_string(), key(v.provider), v.amount.to_string(), json],
+            )?;
+        }
+        tx.commit()?;
+        let mut mem = self.mem();
+        for &i in last.values() {
+            let voucher = &vouchers[i];
+            let k = (voucher.voucher.payer, voucher.voucher.epoch);
             match mem.rows.get_mut(&k) {
                 Some(row) => row.best = voucher.clone(),
                 None => {

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod error;
 pub mod gate;
+pub mod group_commit;
 pub mod ledger;
 pub mod payer_store;
 pub mod payment;
@@ -20,6 +21,7 @@ pub mod verify;
 pub use client::{ChannelRecord, Decision, PayPolicy, Payer, Payment, PaymentRequired};
 pub use error::{PaymentError, Result};
 pub use gate::Gate;
+pub use group_commit::VoucherWriter;
 pub use ledger::{ChannelRow, Charge, Ledger, LedgerStatus, Reservation};
 pub use payer_store::{ChannelKey, PayerStore, StoreLock};
 pub use payment::{decode_payment, encode_payment, PAYMENT_HEADER, RECEIPT_HEADER};
