@@ -22,7 +22,10 @@ pub mod wallet;
 pub use alloy::primitives::utils::format_units as alloy_format_units;
 pub use alloy::primitives::{hex as alloy_hex, Address, B256, U256};
 pub use alloy::signers::local::PrivateKeySigner;
-pub use amount::{format_usdc, parse_usdc, USDC_DECIMALS};
+pub use amount::{
+    format_fixed, format_micro_usdc, format_usdc, parse_fixed, parse_micro_usdc, parse_usdc,
+    MICRO_USDC_DECIMALS, USDC_DECIMALS,
+};
 pub use anvil::{dev_signer, find_tool, Anvil, AnvilOptions, DEV_KEYS};
 pub use client::Chain;
 pub use deploy::{deploy_all, dev_channel, dev_network, mint_to, DeployOptions, Deployment};

@@ -167,7 +167,7 @@ impl Paid {
             Err(error) if error.status_code() == 402 => {
                 let payer = self.gate.verified_payer(header.as_deref());
                 let mut body = self.gate.payment_required_body(payer, max_cost).await;
-                body["price_usdc"] = json!(format_micro_usdc_u256(max_cost));
+                body["price_usdc"] = json!(khachapuri_chain::format_micro_usdc(max_cost));
                 // Unknown payer (no voucher): nothing consumed or authorized yet.
                 if body.get("authorized").is_none() {
                     body["epoch"] = serde_json::Value::Null;
@@ -254,10 +254,6 @@ impl Paid {
             "unit": "micro base units (1e-6 of a token base unit)",
         }))
     }
-}
-
-fn format_micro_usdc_u256(micro: U256) -> String {
-    u64::try_from(micro).map_or_else(|_| format!("{micro} micro"), format_micro_usdc)
 }
 
 impl Admission for Paid {

@@ -23,9 +23,6 @@ use crate::{NodeConfig, ProviderError};
 /// Env var holding the operator keystore's password (never a flag: argv is public).
 pub const PASSWORD_ENV: &str = "KHACHAPURI_PASSWORD";
 
-/// Decimal places of a micro base unit of USDC (6 token decimals + 6 micro).
-const MICRO_USDC_DECIMALS: usize = 12;
-
 /// A price list in USDC decimal strings, e.g. `per_request = "0.0001"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -310,46 +307,16 @@ async fn pricing_for(
     Ok((pricing, format!("registry table {id}")))
 }
 
-/// Parses a USDC decimal string with up to 12 decimals into micro base units.
+/// A USDC price (up to 12 decimals) in micro base units, as the pricing's `u64`.
 pub fn parse_micro_usdc(s: &str) -> Result<u64, ProviderError> {
-    let bad = |why: &str| ProviderError::Config(format!("price {s:?}: {why}"));
-    let t = s.trim();
-    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
-    if whole.is_empty() && frac.is_empty() {
-        return Err(bad("empty"));
-    }
-    if !whole
-        .bytes()
-        .chain(frac.bytes())
-        .all(|b| b.is_ascii_digit())
-    {
-        return Err(bad("only digits and one '.' are allowed"));
-    }
-    if frac.len() > MICRO_USDC_DECIMALS {
-        return Err(bad("at most 12 decimals (1e-12 USDC is the smallest unit)"));
-    }
-    let whole: u64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad("too large"))?
-    };
-    let padded = format!("{frac:0<MICRO_USDC_DECIMALS$}");
-    let frac: u64 = padded.parse().map_err(|_| bad("bad decimals"))?;
-    whole
-        .checked_mul(10u64.pow(MICRO_USDC_DECIMALS as u32))
-        .and_then(|w| w.checked_add(frac))
-        .ok_or_else(|| bad("too large"))
+    let micro = khachapuri_chain::parse_micro_usdc(s)
+        .map_err(|e| ProviderError::Config(format!("price: {e}")))?;
+    u64::try_from(micro).map_err(|_| ProviderError::Config(format!("price {s:?}: too large")))
 }
 
-/// Formats micro base units as a USDC decimal string (`100000000` → `"0.0001"`).
+/// Formats a `u64` micro-unit price as USDC (see [`khachapuri_chain::format_micro_usdc`]).
 pub fn format_micro_usdc(micro: u64) -> String {
-    let scale = 10u64.pow(MICRO_USDC_DECIMALS as u32);
-    let (whole, frac) = (micro / scale, micro % scale);
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let frac = format!("{frac:0>MICRO_USDC_DECIMALS$}");
-    format!("{whole}.{}", frac.trim_end_matches('0'))
+    khachapuri_chain::format_micro_usdc(khachapuri_chain::U256::from(micro))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use anyhow::Context;
 use khachapuri_chain::{format_usdc, parse_usdc, Address, U256};
 use khachapuri_payments::{
     base_to_micro, ChannelKey, ChannelRecord, PayPolicy, Payer, PayerStore, PaymentError,
-    PaymentRequired, Receipt, StoreLock, MICRO_PER_BASE,
+    PaymentRequired, Receipt, StoreLock,
 };
 
 use crate::cmd::chainctx::{self, Network};
@@ -40,16 +40,7 @@ pub struct CallPayment<'a> {
 }
 
 /// A human USDC amount from micro-units (1e-12 USDC precision, trailing zeros trimmed).
-pub fn format_micro(micro: U256) -> String {
-    let per_usdc = U256::from(MICRO_PER_BASE) * U256::from(1_000_000u64);
-    let whole = micro / per_usdc;
-    let frac = (micro % per_usdc).to::<u64>();
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let digits = format!("{frac:012}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
-}
+pub use khachapuri_chain::format_micro_usdc as format_micro;
 
 impl<'a> CallPayment<'a> {
     /// Payment context for calling `target` at `url`; `provider` is the profile entry
