@@ -20,6 +20,12 @@ pub enum PaymentError {
     /// provider's over what it says (forged or altered).
     #[error("the provider's receipt does not verify: {0}")]
     BadReceipt(String),
+    /// The paying client cannot reach the provider.
+    #[error("{0}")]
+    Http(String),
+    /// The wallet cannot give its address or key (no wallet, wrong password).
+    #[error("{0}")]
+    Wallet(String),
     /// The node has no operator key to sign receipts with.
     #[error("this node holds no operator key to sign receipts with")]
     CannotSign,
@@ -140,6 +146,8 @@ impl PaymentError {
             | Self::UnknownEscrow { .. }
             | Self::MalformedPaymentRequired(_)
             | Self::BadReceipt(_)
+            | Self::Http(_)
+            | Self::Wallet(_)
             | Self::State { .. } => 500,
         }
     }

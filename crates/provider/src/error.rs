@@ -198,6 +198,8 @@ fn payment_kind(e: &PaymentError) -> &'static str {
         | PaymentError::UnknownEscrow { .. }
         | PaymentError::MalformedPaymentRequired(_)
         | PaymentError::BadReceipt(_)
+        | PaymentError::Http(_)
+        | PaymentError::Wallet(_)
         | PaymentError::State { .. } => "internal",
     }
 }
@@ -238,6 +240,8 @@ fn payment_hint(e: &PaymentError) -> &'static str {
         | PaymentError::UnknownEscrow { .. }
         | PaymentError::MalformedPaymentRequired(_)
         | PaymentError::BadReceipt(_)
+        | PaymentError::Http(_)
+        | PaymentError::Wallet(_)
         | PaymentError::State { .. } => "an internal error of the provider; tell its operator",
     }
 }

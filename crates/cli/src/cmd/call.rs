@@ -9,7 +9,7 @@ use clap::Args;
 use crate::cmd::pay::CallPayment;
 use crate::home::{Home, Profile, ProviderEntry};
 use crate::output::{hint, Printer};
-use khachapuri_payments::{PAYMENT_HEADER, RECEIPT_HEADER, SIGN_RECEIPT_HEADER};
+use khachapuri_payments::PaidRequest;
 
 /// Arguments of `call`.
 #[derive(Debug, Args)]
@@ -54,17 +54,6 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
         args.provider.as_deref(),
         &profile,
     )?;
-    let mut payment = CallPayment::new(
-        home,
-        &profile,
-        printer,
-        &args.target,
-        &url,
-        entry,
-        args.max_price.as_deref(),
-        args.prepay.as_deref(),
-    )
-    .await?;
     let body = match args.data.as_deref() {
         None => None,
         Some(d) => Some(read_data(d).await?),
@@ -94,53 +83,25 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
         })?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let request_id = format!("{:032x}", rand::random::<u128>());
-    let send = |payment_header: Option<String>| {
-        let mut req = client.request(method.clone(), &url);
-        for (k, v) in &headers {
-            req = req.header(k, v);
-        }
-        if let Some(p) = payment_header {
-            req = req.header(PAYMENT_HEADER, p);
-            // Paid calls always ask for the operator's signature on the receipt.
-            req = req.header(SIGN_RECEIPT_HEADER, &request_id);
-        }
-        if let Some(body) = &body {
-            req = req.body(body.clone());
-        }
-        tracing::debug!(%url, "calling");
-        let url = url.clone();
-        async move {
-            req.send().await.map_err(|e| {
-                hint(
-                    format!("cannot reach {url}: {e}"),
-                    "is the provider running? `khachapuri dev` starts a local one; `khachapuri info` shows the endpoints",
-                )
-            })
-        }
+    let mut payment = CallPayment::new(
+        home,
+        &profile,
+        printer,
+        &url,
+        entry,
+        args.max_price.as_deref(),
+        args.prepay.as_deref(),
+        client,
+    )?;
+    tracing::debug!(%url, "calling");
+    let request = PaidRequest {
+        method,
+        url: url.clone(),
+        headers,
+        body,
+        target: args.target.clone(),
     };
-    let ahead = payment.ahead().await?;
-    let sent_ahead = ahead.is_some();
-    let mut resp = send(ahead).await?;
-    if sent_ahead && matches!(resp.status().as_u16(), 401 | 403) {
-        // A stored voucher of an old epoch (reclaimed channel) or another network: drop
-        // it and ask for a fresh quote.
-        printer.status("the provider refused the stored voucher; asking for a fresh quote");
-        resp = send(None).await?;
-    }
-    if resp.status() == reqwest::StatusCode::PAYMENT_REQUIRED {
-        let quote = resp.bytes().await.context("the 402 answer was cut off")?;
-        let header = payment.on_402(&quote).await?;
-        resp = send(Some(header)).await?;
-    }
-    let receipt = match resp.headers().get(RECEIPT_HEADER) {
-        Some(v) => Some(
-            payment
-                .on_receipt(v.to_str().unwrap_or_default(), &request_id)
-                .await,
-        ),
-        None => None,
-    };
+    let (resp, receipt) = payment.send(&request).await?;
     let status = resp.status();
     if args.include {
         let mut head = format!("{:?} {}\r\n", resp.version(), status);

@@ -1,14 +1,15 @@
-//! The paying half of `khachapuri call`: sends the stored voucher ahead, answers a 402 by
-//! signing from the active wallet (checked against the profile's chain and escrow), and
-//! takes the `Khachapuri-Receipt` into the voucher state (`payments/vouchers.json` in the
-//! home) so later runs keep prepaying without new signatures. Free providers never answer
-//! 402, so they never make the wallet sign (or even unlock).
+//! The paying half of `khachapuri call`: the profile's network and wallet handed to the
+//! library's [`PayingClient`] (which owns the protocol: stored voucher ahead, 402 → sign →
+//! retry, signed receipts, the voucher state in `payments/vouchers.json`), and its errors
+//! turned into messages with hints. Free providers never answer 402, so they never make
+//! the wallet sign (or even unlock).
 
-use anyhow::Context;
-use khachapuri_chain::{format_usdc, parse_usdc, Address, U256};
+use std::sync::Mutex;
+
+use khachapuri_chain::{format_usdc, parse_usdc, Address, PrivateKeySigner, U256};
 use khachapuri_payments::{
-    base_to_micro, ChannelKey, ChannelRecord, PayPolicy, Payer, PayerStore, PaymentError,
-    PaymentRequired, Receipt, StoreLock,
+    base_to_micro, Paid, PaidRequest, PayEvent, PayPolicy, PayerStore, PayerWallet, PayingClient,
+    PayingConfig, PaymentError, PaymentRequired, Receipt,
 };
 
 use crate::cmd::chainctx::{self, Network};
@@ -18,43 +19,85 @@ use crate::output::{hint, Printer};
 /// Prepaid amount when neither `--prepay` nor the profile key `prepay` says otherwise.
 pub const DEFAULT_PREPAY: &str = "0.10";
 
-/// Payment state of one `call`.
-pub struct CallPayment<'a> {
-    home: &'a Home,
-    profile: &'a Profile,
-    printer: &'a Printer,
-    net: Option<Network>,
-    store: PayerStore,
-    policy: PayPolicy,
-    /// The quote key: the CID or URL called.
-    target: String,
-    /// `scheme://host:port` of the endpoint (to remember which provider answers there).
-    origin: String,
-    /// The provider's address, when the profile or an earlier 402 told us.
-    provider: Option<Address>,
-    /// How the user names the provider (for hints): profile name or address.
-    label: Option<String>,
-    payer: Option<Payer>,
-    /// Chain id of the profile, or of the chain once connected.
-    chain_id: Option<u64>,
-}
-
 /// A human USDC amount from micro-units (1e-12 USDC precision, trailing zeros trimmed).
 pub use khachapuri_chain::format_micro_usdc as format_micro;
 
+/// The profile's wallet for the paying client; keeps the CLI's own error (with its hint)
+/// so it can be shown as is.
+struct CliWallet {
+    home: Home,
+    profile: Profile,
+    last_error: Mutex<Option<anyhow::Error>>,
+}
+
+impl CliWallet {
+    fn keep<T>(&self, r: anyhow::Result<T>) -> Result<T, PaymentError> {
+        r.map_err(|e| {
+            let msg = format!("{e:#}");
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            PaymentError::Wallet(msg)
+        })
+    }
+}
+
+impl PayerWallet for CliWallet {
+    fn address(&self) -> Result<Address, PaymentError> {
+        self.keep(chainctx::wallet_address(&self.home, &self.profile))
+    }
+
+    fn signer(&self) -> Result<PrivateKeySigner, PaymentError> {
+        self.keep(chainctx::load_signer(&self.home, &self.profile))
+    }
+}
+
+/// Payment state of one `call`.
+pub struct CallPayment<'a> {
+    printer: &'a Printer,
+    /// The paying client, when the profile names a network to pay on.
+    client: Option<PayingClient>,
+    /// The wallet's kept errors (shared with the client's copy).
+    wallet: std::sync::Arc<CliWallet>,
+    /// Plain client for profiles without a network (free providers only).
+    http: reqwest::Client,
+    /// How the user names the provider (for hints): profile name or address.
+    label: Option<String>,
+}
+
+/// The client's wallet handle, sharing [`CliWallet`] with the CLI.
+struct SharedWallet(std::sync::Arc<CliWallet>);
+
+impl PayerWallet for SharedWallet {
+    fn address(&self) -> Result<Address, PaymentError> {
+        self.0.address()
+    }
+
+    fn signer(&self) -> Result<PrivateKeySigner, PaymentError> {
+        self.0.signer()
+    }
+}
+
+fn parse_amount(value: &str, flag: &str, example: &str) -> anyhow::Result<U256> {
+    parse_usdc(value).map_err(|e| {
+        hint(
+            format!("bad {flag} {value:?}: {e}"),
+            format!("give USDC, e.g. {flag} {example}"),
+        )
+    })
+}
+
 impl<'a> CallPayment<'a> {
-    /// Payment context for calling `target` at `url`; `provider` is the profile entry
-    /// used (name and address), if any.
+    /// Payment context for calls to `url`; `provider` is the profile entry used (name and
+    /// address), if any.
     #[allow(clippy::too_many_arguments)]
-    pub async fn new(
-        home: &'a Home,
-        profile: &'a Profile,
+    pub fn new(
+        home: &Home,
+        profile: &Profile,
         printer: &'a Printer,
-        target: &str,
         url: &str,
         provider: Option<ProviderEntry>,
         max_price: Option<&str>,
         prepay: Option<&str>,
+        http: reqwest::Client,
     ) -> anyhow::Result<Self> {
         let prepay = match prepay {
             Some(p) => p.to_string(),
@@ -66,239 +109,148 @@ impl<'a> CallPayment<'a> {
                 None => DEFAULT_PREPAY.to_string(),
             },
         };
-        let prepay = parse_usdc(&prepay).map_err(|e| {
-            hint(
-                format!("bad prepaid amount {prepay:?}: {e}"),
-                "give USDC, e.g. --prepay 0.10",
-            )
-        })?;
+        let prepay = parse_amount(&prepay, "--prepay", "0.10")?;
         let max_price = max_price
-            .map(|m| {
-                parse_usdc(m).map_err(|e| {
-                    hint(
-                        format!("bad --max-price {m:?}: {e}"),
-                        "give USDC, e.g. --max-price 0.001",
-                    )
-                })
-            })
+            .map(|m| parse_amount(m, "--max-price", "0.001"))
             .transpose()?
             .map(base_to_micro);
+        let policy = PayPolicy { prepay, max_price };
         let origin = reqwest::Url::parse(url)
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
-        let store = PayerStore::new(home.root().join("payments").join("vouchers.json"));
-        let (label, mut address) = match provider {
+        let (label, address) = match provider {
             Some(e) => (Some(e.name), e.address.and_then(|a| a.parse().ok())),
             None => (None, None),
         };
-        if address.is_none() && !origin.is_empty() {
-            let (s, o) = (store.clone(), origin.clone());
-            address = tokio::task::spawn_blocking(move || s.provider_at(&o)).await??;
-        }
+        let wallet = std::sync::Arc::new(CliWallet {
+            home: home.clone(),
+            profile: profile.clone(),
+            last_error: Mutex::new(None),
+        });
+        let client = match Network::from_profile(profile).ok() {
+            Some(Network {
+                rpc_url,
+                chain_id: Some(chain_id),
+                escrow: Some(escrow),
+                ..
+            }) => {
+                let config = PayingConfig {
+                    rpc_url,
+                    chain_id,
+                    escrow,
+                    policy,
+                    store: PayerStore::new(home.root().join("payments").join("vouchers.json")),
+                };
+                let shared = Box::new(SharedWallet(wallet.clone()));
+                Some(PayingClient::new(
+                    http.clone(),
+                    config,
+                    shared,
+                    address,
+                    &origin,
+                )?)
+            }
+            _ => None,
+        };
         Ok(Self {
-            home,
-            profile,
             printer,
-            chain_id: Network::from_profile(profile).ok().and_then(|n| n.chain_id),
-            net: Network::from_profile(profile).ok(),
-            store,
-            policy: PayPolicy { prepay, max_price },
-            target: target.to_string(),
-            origin,
-            provider: address,
+            client,
+            wallet,
+            http,
             label,
-            payer: None,
         })
     }
 
-    fn key(&self, provider: Address, chain_id: u64) -> anyhow::Result<Option<ChannelKey>> {
-        let Some(escrow) = self.net.as_ref().and_then(|n| n.escrow) else {
-            return Ok(None);
+    /// Sends the call, paying as needed; returns the answer and the receipt's summary
+    /// (or why the receipt was refused).
+    pub async fn send(
+        &mut self,
+        req: &PaidRequest,
+    ) -> anyhow::Result<(reqwest::Response, Option<anyhow::Result<String>>)> {
+        let Some(client) = self.client.as_mut() else {
+            return self.send_unpaid(req).await;
         };
-        let payer = match &self.payer {
-            Some(p) => p.address(),
-            None => match chainctx::wallet_address(self.home, self.profile) {
-                Ok(a) => a,
-                Err(_) => return Ok(None),
-            },
-        };
-        Ok(Some(ChannelKey {
-            chain_id,
-            escrow,
-            provider,
-            payer,
-        }))
-    }
-
-    async fn load(&self, key: ChannelKey) -> anyhow::Result<Option<ChannelRecord>> {
-        let s = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || s.load(&key)).await??)
-    }
-
-    /// Holds the voucher state against other `khachapuri` runs from load to save.
-    async fn lock(&self) -> anyhow::Result<StoreLock> {
-        let s = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || s.lock()).await??)
-    }
-
-    async fn save(&self, key: ChannelKey, record: ChannelRecord) -> anyhow::Result<()> {
-        let s = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || s.save(&key, &record)).await??)
-    }
-
-    /// The header to send with the first attempt: the stored voucher for this provider,
-    /// if any (never unlocks the wallet).
-    pub async fn ahead(&self) -> anyhow::Result<Option<String>> {
-        let (Some(provider), Some(chain_id)) = (self.provider, self.chain_id) else {
-            return Ok(None);
-        };
-        let Some(key) = self.key(provider, chain_id)? else {
-            return Ok(None);
-        };
-        let record = self.load(key).await?;
-        Ok(self.policy.ahead(record.as_ref(), &self.target))
-    }
-
-    fn payer(&mut self, chain_id: u64, escrow: Address) -> anyhow::Result<&Payer> {
-        if self.payer.is_none() {
-            let signer = chainctx::load_signer(self.home, self.profile)?;
-            self.payer = Some(Payer::new(signer, chain_id, escrow, self.policy));
-        }
-        self.payer.as_ref().context("wallet not loaded")
-    }
-
-    /// Answers a 402 body: checks it, reads the channel on chain, signs (or reuses the
-    /// stored voucher), saves the state and returns the header for the retry.
-    pub async fn on_402(&mut self, body: &[u8]) -> anyhow::Result<String> {
-        let quote = PaymentRequired::parse(body).map_err(|e| {
-            hint(
-                format!("the provider asks for payment, but its 402 answer is unreadable: {e}"),
-                "is this a Khachapuri provider? call it with -i to see the answer",
-            )
-        })?;
-        let net = self.net.clone().ok_or_else(|| {
-            hint(
-                format!(
-                    "the provider asks {} USDC per call, but the active profile has no chain to pay on",
-                    format_micro(quote.price)
-                ),
-                "run `khachapuri dev`, or add rpc_url, chain_id and escrow to the profile",
-            )
-        })?;
-        let escrow_addr = net.escrow.ok_or_else(|| {
-            hint(
-                "the active profile has no `escrow` address",
-                "run `khachapuri dev`",
-            )
-        })?;
-        let chain = net.connect(None).await?;
-        let chain_id = chain.chain_id();
-        self.chain_id = Some(chain_id);
-        let expected = self.provider;
-        let checked = self.payer(chain_id, escrow_addr)?.check(&quote, expected);
-        checked.map_err(|e| self.explain(e, &quote))?;
-        let payer_addr = self.payer(chain_id, escrow_addr)?.address();
-        let escrow = net.escrow(&chain)?;
-        let channel = escrow
-            .channel(payer_addr, quote.provider)
-            .await
-            .context("cannot read the payment channel on chain")?;
-        let key = ChannelKey {
-            chain_id,
-            escrow: escrow_addr,
-            provider: quote.provider,
-            payer: payer_addr,
-        };
-        let _held = self.lock().await?;
-        let record = self.load(key).await?;
-        let payer = self.payer.as_ref().context("wallet not loaded")?;
-        let paid = match payer.pay(&quote, &channel, record, &self.target, expected) {
+        let result = client.send(req).await;
+        let provider = client.provider();
+        let Paid {
+            response,
+            receipt,
+            events,
+        } = match result {
             Ok(p) => p,
-            Err(PaymentError::ChannelShort { needed, funds, .. }) => {
-                let free = escrow.balance_of(payer_addr).await.ok();
-                return Err(self.short(quote.provider, needed, funds, free));
-            }
-            Err(e) => return Err(self.explain(e, &quote)),
+            Err(e) => return Err(self.explain(e, provider).await),
         };
-        if paid.signed {
-            self.printer.status(format!(
-                "paying {}: up to {} USDC for this call; signed a voucher for {} USDC (cumulative)",
-                self.label
-                    .clone()
-                    .unwrap_or_else(|| quote.provider.to_string()),
-                format_micro(quote.price),
-                format_usdc(paid.record.signed()),
+        for event in events {
+            match event {
+                PayEvent::StoredRefused => self
+                    .printer
+                    .status("the provider refused the stored voucher; asked for a fresh quote"),
+                PayEvent::Signed {
+                    provider,
+                    price,
+                    cumulative,
+                } => self.printer.status(format!(
+                    "paying {}: up to {} USDC for this call; signed a voucher for {} USDC (cumulative)",
+                    self.name_of(provider),
+                    format_micro(price),
+                    format_usdc(cumulative),
+                )),
+                PayEvent::SignedAhead => self
+                    .printer
+                    .status("signed the next voucher ahead (the prepaid part ran low)"),
+            }
+        }
+        let receipt = match receipt {
+            None => None,
+            Some(Ok(r)) => Some(Ok(summary(&r))),
+            Some(Err(e)) => Some(Err(self.explain_receipt(e))),
+        };
+        Ok((response, receipt))
+    }
+
+    async fn send_unpaid(
+        &self,
+        req: &PaidRequest,
+    ) -> anyhow::Result<(reqwest::Response, Option<anyhow::Result<String>>)> {
+        let mut r = self.http.request(req.method.clone(), &req.url);
+        for (k, v) in &req.headers {
+            r = r.header(k, v);
+        }
+        if let Some(body) = &req.body {
+            r = r.body(body.clone());
+        }
+        let resp = r.send().await.map_err(|e| unreachable_hint(&req.url, &e))?;
+        if resp.status() == reqwest::StatusCode::PAYMENT_REQUIRED {
+            let body = resp.bytes().await.unwrap_or_default();
+            let price = PaymentRequired::parse(&body)
+                .map(|q| format!(" ({} USDC per call)", format_micro(q.price)))
+                .unwrap_or_default();
+            return Err(hint(
+                format!("the provider asks for payment{price}, but the active profile has no chain to pay on"),
+                "run `khachapuri dev`, or add rpc_url, chain_id and escrow to the profile",
             ));
         }
-        let header = paid.header.clone();
-        self.save(key, paid.record).await?;
-        if self.provider.is_none() && !self.origin.is_empty() {
-            let (s, o, p) = (self.store.clone(), self.origin.clone(), quote.provider);
-            tokio::task::spawn_blocking(move || s.remember_endpoint(&o, p)).await??;
-        }
-        self.provider = Some(quote.provider);
-        Ok(header)
+        Ok((resp, None))
     }
 
-    /// Takes a `Khachapuri-Receipt` value into the voucher state, re-signing ahead when
-    /// the prepaid part runs low. Returns a human summary of the receipt.
-    /// A receipt of a call that asked for a signature (`request_id`) must carry the
-    /// provider's valid signature, or it is refused and the state keeps what it had.
-    pub async fn on_receipt(&mut self, value: &str, request_id: &str) -> anyhow::Result<String> {
-        let receipt = Receipt::parse(value)
-            .map_err(|e| anyhow::anyhow!("the provider's receipt is unreadable: {e}"))?;
-        let summary = format!(
-            "cost {} USDC; consumed {} of {} USDC authorized",
-            format_micro(receipt.cost),
-            format_micro(receipt.consumed),
-            format_micro(receipt.authorized)
-        );
-        let (Some(provider), Some(net)) = (self.provider, self.net.clone()) else {
-            return Ok(summary);
-        };
-        let (Some(escrow), Some(chain_id)) = (net.escrow, self.chain_id) else {
-            return Ok(summary);
-        };
-        let Some(key) = self.key(provider, chain_id)? else {
-            return Ok(summary);
-        };
-        let _held = self.lock().await?;
-        let Some(mut record) = self.load(key).await? else {
-            return Ok(summary);
-        };
-        record
-            .take_signed_receipt(&receipt, request_id, &key)
-            .map_err(|e| {
-                hint(
-                    e.to_string(),
-                    "the provider's receipt is not evidence of what it charged: do not trust its consumed figure; `khachapuri escrow status` compares what it signed with what it redeemed",
-                )
-            })?;
-        if self.policy.would_resign(&receipt, &record) {
-            let payer = self.payer(chain_id, escrow)?;
-            let result = payer.on_receipt(&receipt, &mut record, provider);
-            self.save(key, record).await?;
-            if let Err(e) = result {
-                return Err(self.explain_receipt(e));
-            }
-            self.printer
-                .status("signed the next voucher ahead (the prepaid part ran low)");
-        } else {
-            let signed = base_to_micro(record.signed());
-            record.consumed = record.consumed.max(receipt.consumed.min(signed));
-            self.save(key, record).await?;
-            if let Some(max) = self.policy.max_price.filter(|m| receipt.cost > *m) {
-                return Err(self.explain_receipt(PaymentError::PriceTooHigh {
-                    price: receipt.cost,
-                    max,
-                }));
-            }
-        }
-        Ok(summary)
-    }
-
-    fn explain(&self, e: PaymentError, quote: &PaymentRequired) -> anyhow::Error {
+    async fn explain(&mut self, e: PaymentError, provider: Option<Address>) -> anyhow::Error {
+        let name = provider.map_or_else(|| "PROVIDER".to_string(), |p| self.name_of(p));
         match e {
+            PaymentError::Wallet(msg) => self
+                .wallet
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| anyhow::anyhow!(msg)),
+            PaymentError::Http(msg) => hint(
+                msg,
+                "is the provider running? `khachapuri dev` starts a local one; `khachapuri info` shows the endpoints",
+            ),
+            PaymentError::MalformedPaymentRequired(m) => hint(
+                format!("the provider asks for payment, but its 402 answer is unreadable: {m}"),
+                "is this a Khachapuri provider? call it with -i to see the answer",
+            ),
             PaymentError::PriceTooHigh { price, max } => hint(
                 format!(
                     "the call costs up to {} USDC, above --max-price {} USDC",
@@ -318,9 +270,26 @@ impl<'a> CallPayment<'a> {
             PaymentError::ChannelUnlocking { .. } => hint(
                 format!("{e}"),
                 format!(
-                    "after the unlock, `khachapuri escrow reclaim {0}` then `khachapuri escrow fund {0} AMOUNT`",
-                    self.name_of(quote.provider)
+                    "after the unlock, `khachapuri escrow reclaim {name}` then `khachapuri escrow fund {name} AMOUNT`"
                 ),
+            ),
+            PaymentError::ChannelShort {
+                provider,
+                needed,
+                funds,
+            } => {
+                let free = match (self.client.as_mut(), self.wallet.address()) {
+                    (Some(c), Ok(me)) => match c.escrow().await {
+                        Ok(escrow) => escrow.balance_of(me).await.ok(),
+                        Err(_) => None,
+                    },
+                    _ => None,
+                };
+                self.short(provider, needed, funds, free)
+            }
+            PaymentError::Chain(c) => hint(
+                format!("cannot read the payment channel on chain: {c}"),
+                "is `khachapuri dev` (or your node) running?",
             ),
             other => anyhow::Error::new(other),
         }
@@ -335,6 +304,10 @@ impl<'a> CallPayment<'a> {
                     format_micro(max)
                 ),
                 "raise --max-price, or call a cheaper function",
+            ),
+            PaymentError::BadReceipt(_) => hint(
+                e.to_string(),
+                "the provider's receipt is not evidence of what it charged: do not trust its consumed figure; `khachapuri escrow status` compares what it signed with what it redeemed",
             ),
             other => anyhow::Error::new(other),
         }
@@ -370,6 +343,23 @@ impl<'a> CallPayment<'a> {
             format!("fund it: {next}"),
         )
     }
+}
+
+fn summary(r: &Receipt) -> String {
+    format!(
+        "cost {} USDC; consumed {} of {} USDC authorized{}",
+        format_micro(r.cost),
+        format_micro(r.consumed),
+        format_micro(r.authorized),
+        if r.proof.is_some() { " (signed)" } else { "" }
+    )
+}
+
+fn unreachable_hint(url: &str, e: &reqwest::Error) -> anyhow::Error {
+    hint(
+        format!("cannot reach {url}: {e}"),
+        "is the provider running? `khachapuri dev` starts a local one; `khachapuri info` shows the endpoints",
+    )
 }
 
 #[cfg(test)]
