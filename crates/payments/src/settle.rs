@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use khachapuri_chain::bindings::Escrow::EscrowEvents;
-use khachapuri_chain::{Address, ChainError, EscrowClient, SignedVoucher, B256, U256};
+use khachapuri_chain::{Address, ChainError, Claim, EscrowClient, SignedVoucher, B256, U256};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -137,15 +137,16 @@ impl Settler {
             if batch.is_empty() {
                 continue;
             }
+            let claims = full(&batch);
             let paid = self
                 .backoff
                 .retry("simulate redeemBatch", || {
-                    self.escrow.simulate_redeem_batch(&batch)
+                    self.escrow.simulate_redeem_batch(&claims)
                 })
                 .await?;
             let tx = self
                 .backoff
-                .retry("redeemBatch", || self.escrow.redeem_batch(&batch))
+                .retry("redeemBatch", || self.escrow.redeem_batch(&claims))
                 .await?;
             info!(vouchers = batch.len(), %paid, %tx, "redeemed a batch of vouchers");
             report.submitted += batch.len();
@@ -190,10 +191,11 @@ impl Settler {
         batch: &[SignedVoucher],
         report: &mut SettleReport,
     ) -> Result<Vec<SignedVoucher>> {
+        let claims = full(batch);
         match self
             .backoff
             .retry("simulate redeemBatch", || {
-                self.escrow.simulate_redeem_batch(batch)
+                self.escrow.simulate_redeem_batch(&claims)
             })
             .await
         {
@@ -205,10 +207,12 @@ impl Settler {
         }
         let mut good = Vec::new();
         for v in batch {
-            let one = std::slice::from_ref(v);
+            let one = [Claim::full(v.clone())];
             match self
                 .backoff
-                .retry("simulate redeem", || self.escrow.simulate_redeem_batch(one))
+                .retry("simulate redeem", || {
+                    self.escrow.simulate_redeem_batch(&one)
+                })
                 .await
             {
                 Ok(_) => good.push(v.clone()),
@@ -221,6 +225,11 @@ impl Settler {
         }
         Ok(good)
     }
+}
+
+/// Claims of everything each voucher allows (the escrow now takes a claim per voucher).
+fn full(vouchers: &[SignedVoucher]) -> Vec<Claim> {
+    vouchers.iter().cloned().map(Claim::full).collect()
 }
 
 /// When settlement runs on its own (see [`Settler::run`]).
