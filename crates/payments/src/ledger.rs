@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use khachapuri_chain::{Address, SignedVoucher, U256};
+use khachapuri_chain::{Address, Claim, SignedVoucher, U256};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{PaymentError, Result};
@@ -100,7 +100,9 @@ pub struct LedgerStatus {
     pub authorized: U256,
     /// Base units settlement confirmed on chain.
     pub redeemed: U256,
-    /// Base units held in signed vouchers of open channels and not yet redeemed.
+    /// Base units settlement can still claim on open channels: what calls consumed
+    /// (rounded up to a base unit, capped by the best voucher) minus what was redeemed.
+    /// The unconsumed prepaid part of a voucher is not pending: it is never claimed.
     pub pending: U256,
 }
 
@@ -435,8 +437,9 @@ impl Ledger {
     /// Why this is safe: vouchers, the payer's commitments and what settlement redeems,
     /// are still fsync'd before their call runs. `consumed` is the provider's own
     /// bookkeeping for admission; a crash between flushes forgets at most the charges of
-    /// that interval, which only lets the payer's prepaid part stretch a little further. It
-    /// can never make settlement claim more than a voucher.
+    /// that interval, which only lets the payer's prepaid part stretch a little further (and
+    /// settlement, which claims what was consumed, under-claims them). It can never make
+    /// settlement claim more than the calls cost or a voucher allows.
     pub fn settle_reservation_cached(
         &self,
         res: &Reservation,
@@ -513,12 +516,15 @@ impl Ledger {
         Ok(latest)
     }
 
-    /// The best voucher of every open channel whose amount is above what was redeemed:
-    /// what settlement should submit.
-    pub fn unredeemed(&self) -> Result<Vec<SignedVoucher>> {
+    /// What settlement should submit: for every open channel whose calls consumed more than
+    /// was redeemed, its best voucher with the claim [`claimable`] (consumed rounded up to a
+    /// base unit, capped by the voucher). Flushes write-behind charges first, so calls
+    /// served in the last flush interval are claimed too.
+    pub fn claims(&self) -> Result<Vec<Claim>> {
+        self.flush()?;
         let conn = self.db();
         let mut stmt =
-            conn.prepare("SELECT voucher, amount, redeemed FROM channels WHERE closed = 0")?;
+            conn.prepare("SELECT voucher, consumed, redeemed FROM channels WHERE closed = 0")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -528,9 +534,11 @@ impl Ledger {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (voucher, amount, redeemed) = row?;
-            if num(&amount)? > num(&redeemed)? {
-                out.push(voucher_of(&voucher)?);
+            let (voucher, consumed, redeemed) = row?;
+            let voucher = voucher_of(&voucher)?;
+            let claim = claimable(&voucher, num(&consumed)?);
+            if claim > num(&redeemed)? {
+                out.push(Claim::new(voucher, claim));
             }
         }
         Ok(out)
@@ -600,12 +608,20 @@ impl Ledger {
             s.earned_micro += consumed;
             s.redeemed += redeemed;
             if !closed {
-                s.pending += amount.saturating_sub(redeemed);
+                s.pending += micro_to_base_ceil(consumed)
+                    .min(amount)
+                    .saturating_sub(redeemed);
             }
         }
         s.earned = micro_to_base_ceil(s.earned_micro);
         Ok(s)
     }
+}
+
+/// The claim for a channel whose calls consumed `consumed_micro`: rounded up to a whole base
+/// unit (the chain moves no less), never above what the best voucher allows.
+pub fn claimable(best: &SignedVoucher, consumed_micro: U256) -> U256 {
+    micro_to_base_ceil(consumed_micro).min(best.voucher.amount)
 }
 
 #[cfg(test)]
