@@ -58,8 +58,11 @@ contract Escrow is ReentrancyGuard, EIP712 {
         uint64 unlockAt;
         /// Start of the current service period (0: none: never funded, unlocking, or drained).
         uint64 serviceSince;
-        /// Value redeemed since `serviceSince` (saturates at 2^64-1; packs in the same slot).
-        uint64 periodValue;
+        /// Value redeemed since `serviceSince` (saturates at 2^56-1; packs in the same slot).
+        uint56 periodValue;
+        /// Whether the provider was ever paid from this channel (any epoch): lets the
+        /// registry count distinct payers without a storage slot of its own per pair.
+        bool everPaid;
     }
 
     /// @notice EIP-712 type hash of `Voucher`.
@@ -244,21 +247,23 @@ contract Escrow is ReentrancyGuard, EIP712 {
         redeemed = cap;
         c.redeemed = redeemed;
         emit Redeemed(v.payer, v.provider, v.epoch, paid, redeemed);
-        _report(c, v, paid, redeemed == funds);
+        bool firstPayment = !c.everPaid;
+        if (firstPayment) c.everPaid = true;
+        _report(c, v, paid, redeemed == funds, firstPayment);
     }
 
     /// Tells the registry about a paying redeem and moves the channel's service period on.
-    function _report(Channel storage c, Voucher calldata v, uint256 paid, bool drained) private {
+    function _report(Channel storage c, Voucher calldata v, uint256 paid, bool drained, bool firstPayment) private {
         uint64 since = c.serviceSince;
         uint64 period;
         uint256 value;
         if (since != 0 && c.unlockAt == 0) {
             period = uint64(block.timestamp) - since;
             value = uint256(c.periodValue) + paid;
-            if (value > type(uint64).max) value = type(uint64).max;
+            if (value > type(uint56).max) value = type(uint56).max;
         }
         if (address(registry) != address(0)) {
-            try registry.reportService(v.provider, v.payer, period, value, paid) returns (bool credited) {
+            try registry.reportService(v.provider, v.payer, period, value, paid, firstPayment) returns (bool credited) {
                 if (credited) {
                     since = uint64(block.timestamp);
                     value = 0;
@@ -272,7 +277,7 @@ contract Escrow is ReentrancyGuard, EIP712 {
             c.periodValue = 0;
         } else {
             c.serviceSince = since;
-            c.periodValue = uint64(value);
+            c.periodValue = uint56(value);
         }
     }
 

@@ -7,10 +7,16 @@ interface IReputation {
     /// @notice Reports that `provider` was paid `paid` from `payer`'s channel. `period` is how
     ///         long the channel has stayed funded and not unlocking since its last credit (0:
     ///         not in a service period) and `periodValue` the value redeemed in that period,
-    ///         this redeem included.
+    ///         this redeem included. `firstPayment` is true the first time this payer ever
+    ///         pays this provider through the escrow (so the registry counts distinct payers).
     /// @return credited true when the registry added a reputation point (the escrow then
     ///         restarts the channel's service period, with its value at zero).
-    function reportService(address provider, address payer, uint64 period, uint256 periodValue, uint256 paid)
-        external
-        returns (bool credited);
+    function reportService(
+        address provider,
+        address payer,
+        uint64 period,
+        uint256 periodValue,
+        uint256 paid,
+        bool firstPayment
+    ) external returns (bool credited);
 }

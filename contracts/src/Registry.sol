@@ -90,8 +90,6 @@ contract Registry is IReputation, OperatorConsent {
     mapping(address => uint256) public payersOf;
     /// @notice Total value each operator address redeemed through the escrow.
     mapping(address => uint256) public valueRedeemedOf;
-    /// @notice Whether `payer` ever paid `operator` (`hasPaid[operator][payer]`).
-    mapping(address => mapping(address => bool)) public hasPaid;
     /// @notice How many names each address owns (owning one allows creating tables).
     mapping(address => uint256) public namesOwned;
     /// @notice Id the next pricing table gets (ids start at 1; 0 means "no table").
@@ -395,17 +393,18 @@ contract Registry is IReputation, OperatorConsent {
     // ----------------------------------------------------------------- reputation
 
     /// @inheritdoc IReputation
-    function reportService(address provider, address payer, uint64 period, uint256 periodValue, uint256 paid)
-        external
-        returns (bool credited)
-    {
+    function reportService(
+        address provider,
+        address payer,
+        uint64 period,
+        uint256 periodValue,
+        uint256 paid,
+        bool firstPayment
+    ) external returns (bool credited) {
         if (msg.sender != escrow) revert NotEscrow();
         if (paid != 0) {
             valueRedeemedOf[provider] += paid;
-            if (!hasPaid[provider][payer]) {
-                hasPaid[provider][payer] = true;
-                payersOf[provider] += 1;
-            }
+            if (firstPayment) payersOf[provider] += 1;
         }
         // No service period (unlocking, drained), too short, or too little value: no point.
         if (period == 0 || period < minServicePeriod || periodValue < minServiceValue) return false;

@@ -57,6 +57,15 @@ contract EscrowBillingTest is EscrowFixture {
         vm.prank(payer);
         escrow.reclaim(provider);
         vm.assertEq(escrow.balanceOf(payer), 4e6);
+        // The same payer paying again in the next epoch is still one distinct payer.
+        vm.assertEq(registry.payersOf(provider), 1);
+        _fund(1e6);
+        Escrow.Voucher memory v = _voucher(payer, provider, 1, 1e6);
+        bytes memory sig = _sign(PAYER_KEY, v);
+        vm.prank(provider);
+        vm.assertEq(escrow.redeem(v, sig, 1e6), 1e6);
+        vm.assertEq(registry.payersOf(provider), 1);
+        vm.assertEq(registry.valueRedeemedOf(provider), 5e6);
     }
 
     function test_redeemBatch_takesEachClaim() public {

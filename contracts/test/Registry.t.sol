@@ -306,23 +306,21 @@ contract RegistryTest is RegistryFixture {
     function test_reportService_onlyEscrowAndMinimums() public {
         vm.prank(alice);
         vm.expectRevert(Registry.NotEscrow.selector);
-        reg.reportService(op, alice, 2 hours, MIN_VALUE, 1);
+        reg.reportService(op, alice, 2 hours, MIN_VALUE, 1, true);
         vm.startPrank(escrowAddr);
-        vm.assertFalse(reg.reportService(op, alice, MIN_PERIOD - 1, MIN_VALUE, 10), "period too short");
-        vm.assertFalse(reg.reportService(op, alice, MIN_PERIOD, MIN_VALUE - 1, 10), "too little value");
-        vm.assertFalse(reg.reportService(op, bob, 0, MIN_VALUE, 10), "no service period");
+        vm.assertFalse(reg.reportService(op, alice, MIN_PERIOD - 1, MIN_VALUE, 10, true), "period too short");
+        vm.assertFalse(reg.reportService(op, alice, MIN_PERIOD, MIN_VALUE - 1, 10, false), "too little value");
+        vm.assertFalse(reg.reportService(op, bob, 0, MIN_VALUE, 10, true), "no service period");
         vm.assertEq(reg.reputationOf(op), 0);
         vm.expectEmit(true, true, false, true);
         emit Registry.ReputationIncreased(op, alice, MIN_PERIOD, MIN_VALUE, 1);
-        vm.assertTrue(reg.reportService(op, alice, MIN_PERIOD, MIN_VALUE, 10));
+        vm.assertTrue(reg.reportService(op, alice, MIN_PERIOD, MIN_VALUE, 10, false));
         // A report that paid nothing counts no value and no payer.
-        vm.assertFalse(reg.reportService(op, address(0xDEAD), 0, 0, 0));
+        vm.assertFalse(reg.reportService(op, address(0xDEAD), 0, 0, 0, true));
         vm.stopPrank();
         vm.assertEq(reg.reputationOf(op), 1);
         vm.assertEq(reg.payersOf(op), 2, "alice and bob paid; 0xDEAD did not");
         vm.assertEq(reg.valueRedeemedOf(op), 40);
-        vm.assertTrue(reg.hasPaid(op, bob));
-        vm.assertFalse(reg.hasPaid(op, address(0xDEAD)));
         bytes32 node = _register(alice, "dev");
         Registry.Record memory r = reg.record(node);
         vm.assertEq(r.reputation, 1, "record shows its operator's points");
