@@ -8,6 +8,7 @@ import {MockUSDC} from "../src/MockUSDC.sol";
 import {IReputation} from "../src/IReputation.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrantToken} from "./utils/Tokens.sol";
 
 /// Shared fixture: token, registry, escrow, a payer and a provider with known keys.
 abstract contract EscrowFixture is Test {
@@ -574,39 +575,5 @@ contract EscrowTest is EscrowFixture {
         e.deposit(10);
         vm.expectRevert(ReentrancyGuard.ReentrancyGuardReentrantCall.selector);
         e.withdraw(5);
-    }
-}
-
-/// An ERC-20 whose transfer calls back into the escrow, to prove the guard holds.
-contract ReentrantToken {
-    mapping(address => uint256) public balanceOf;
-    mapping(address => mapping(address => uint256)) public allowance;
-    Escrow internal target;
-
-    function setTarget(Escrow t) external {
-        target = t;
-    }
-
-    function mint(address to, uint256 amount) external {
-        balanceOf[to] += amount;
-    }
-
-    function approve(address s, uint256 amount) external returns (bool) {
-        allowance[msg.sender][s] = amount;
-        return true;
-    }
-
-    function transferFrom(address from, address to, uint256 amount) external returns (bool) {
-        allowance[from][msg.sender] -= amount;
-        balanceOf[from] -= amount;
-        balanceOf[to] += amount;
-        return true;
-    }
-
-    function transfer(address to, uint256 amount) external returns (bool) {
-        balanceOf[msg.sender] -= amount;
-        balanceOf[to] += amount;
-        target.withdraw(1); // re-enter
-        return true;
     }
 }

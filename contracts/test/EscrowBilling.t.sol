@@ -6,6 +6,7 @@ import {Escrow} from "../src/Escrow.sol";
 import {Registry} from "../src/Registry.sol";
 import {IReputation} from "../src/IReputation.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {PausableToken} from "./utils/Tokens.sol";
 
 /// Exact billing (the provider claims what calls cost, the voucher is only a limit), redeems
 /// credited to the provider's free balance, and reputation that needs value redeemed.
@@ -228,40 +229,5 @@ contract EscrowBillingTest is EscrowFixture {
         vm.assertEq(registry.reputationOf(provider), 0, "dust earns no point");
         vm.assertEq(registry.valueRedeemedOf(provider), 2 * n);
         vm.assertEq(registry.payersOf(provider), n);
-    }
-}
-
-/// An ERC-20 whose transfers can be paused (like USDC's), to show a redeem needs none.
-contract PausableToken {
-    mapping(address => uint256) public balanceOf;
-    mapping(address => mapping(address => uint256)) public allowance;
-    bool public paused;
-
-    function setPaused(bool p) external {
-        paused = p;
-    }
-
-    function mint(address to, uint256 amount) external {
-        balanceOf[to] += amount;
-    }
-
-    function approve(address s, uint256 amount) external returns (bool) {
-        allowance[msg.sender][s] = amount;
-        return true;
-    }
-
-    function transferFrom(address from, address to, uint256 amount) external returns (bool) {
-        require(!paused, "paused");
-        allowance[from][msg.sender] -= amount;
-        balanceOf[from] -= amount;
-        balanceOf[to] += amount;
-        return true;
-    }
-
-    function transfer(address to, uint256 amount) external returns (bool) {
-        require(!paused, "paused");
-        balanceOf[msg.sender] -= amount;
-        balanceOf[to] += amount;
-        return true;
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use khachapuri_chain::{dev_signer, Voucher};
 
 use super::*;
+use crate::pricing::base_to_micro;
 
 const ESCROW: Address = Address::repeat_byte(0xEE);
 
