@@ -16,20 +16,28 @@ import {IReputation} from "./IReputation.sol";
 /// - `funds` is the total the payer has put into the channel in this epoch (it only grows);
 /// - `redeemed` is the total the provider has taken in this epoch (it only grows);
 /// - what the channel still holds is `funds - redeemed`.
-/// Keeping both totals cumulative makes a voucher's cumulative `amount` directly comparable:
-/// a redeem pays `min(amount, funds) - redeemed` (nothing when that is not positive), so a
-/// voucher can never take more than it allows nor more than the payer put in, and replaying
-/// an old voucher pays nothing.
+/// Keeping both totals cumulative makes a voucher's cumulative `amount` directly comparable.
+/// Exact billing: a voucher is a credit limit, not a bill. The provider names the cumulative
+/// amount it `claim`s (what the calls really cost) and a redeem pays
+/// `min(claim, amount, funds) - redeemed` (nothing when that is not positive), so it can never
+/// take more than it claims, than the voucher allows, or than the payer put in; replaying an
+/// old voucher or claim pays nothing.
+///
+/// A redeem moves no tokens: it credits the provider's free balance (`balanceOf`), which the
+/// provider takes out with `withdraw`. So value already served is settled the moment it is
+/// redeemed, whatever the token does later (a paused or blocking token cannot hand it back to
+/// the payer through `reclaim`).
 ///
 /// Closing: `requestUnlock` starts a delay during which the provider can still redeem; after it
 /// `reclaim` returns `funds - redeemed` to the payer's free balance, zeroes the channel and
 /// bumps its epoch, which invalidates every voucher of the old epoch. Funding again while an
 /// unlock is pending cancels the unlock.
 ///
-/// Reputation: a channel that stayed funded and not unlocking for a while is evidence of real
-/// service. On each paying redeem of such a channel the escrow reports the elapsed period to
-/// the registry, which adds a point when it reaches the registry's minimum; the period then
-/// restarts.
+/// Reputation: a channel that stayed funded and not unlocking for a while, and through which
+/// real value was redeemed, is evidence of real service. Every paying redeem reports to the
+/// registry the channel's service period so far, the value redeemed in it and what this redeem
+/// paid; the registry adds a point when both the period and the value reach its minimums, and
+/// the period then restarts (with its value at zero).
 contract Escrow is ReentrancyGuard, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -50,6 +58,11 @@ contract Escrow is ReentrancyGuard, EIP712 {
         uint64 unlockAt;
         /// Start of the current service period (0: none: never funded, unlocking, or drained).
         uint64 serviceSince;
+        /// Value redeemed since `serviceSince` (saturates at 2^56-1; packs in the same slot).
+        uint56 periodValue;
+        /// Whether the provider was ever paid from this channel (any epoch): lets the
+        /// registry count distinct payers without a storage slot of its own per pair.
+        bool everPaid;
     }
 
     /// @notice EIP-712 type hash of `Voucher`.
@@ -102,7 +115,7 @@ contract Escrow is ReentrancyGuard, EIP712 {
     error WrongEpoch(uint64 voucherEpoch, uint64 channelEpoch);
     /// @notice The signature is malformed or not the payer's (wrong chain, escrow or fields).
     error BadSignature();
-    /// @notice `redeemBatch` got different numbers of vouchers and signatures.
+    /// @notice `redeemBatch` got different numbers of vouchers, signatures and claims.
     error LengthMismatch();
 
     constructor(IERC20 token_, uint64 unlockDelay_, IReputation registry_) EIP712("Khachapuri Escrow", "1") {
@@ -151,7 +164,10 @@ contract Escrow is ReentrancyGuard, EIP712 {
             c.serviceSince = 0;
             emit UnlockCancelled(msg.sender, provider, c.epoch);
         }
-        if (c.serviceSince == 0) c.serviceSince = uint64(block.timestamp);
+        if (c.serviceSince == 0) {
+            c.serviceSince = uint64(block.timestamp);
+            c.periodValue = 0;
+        }
         emit Funded(msg.sender, provider, c.epoch, amount, c.funds);
     }
 
@@ -164,6 +180,7 @@ contract Escrow is ReentrancyGuard, EIP712 {
         uint64 unlockAt = uint64(block.timestamp) + unlockDelay;
         c.unlockAt = unlockAt;
         c.serviceSince = 0;
+        c.periodValue = 0;
         emit UnlockRequested(msg.sender, provider, c.epoch, unlockAt);
     }
 
@@ -181,33 +198,40 @@ contract Escrow is ReentrancyGuard, EIP712 {
         c.epoch = newEpoch;
         c.unlockAt = 0;
         c.serviceSince = 0;
+        c.periodValue = 0;
         balanceOf[msg.sender] += rest;
         emit Reclaimed(msg.sender, provider, newEpoch, rest);
     }
 
-    /// @notice Redeems one voucher; the caller must be its provider. Pays
-    ///         `min(amount, funds) - redeemed` (possibly nothing) and returns what it paid.
-    function redeem(Voucher calldata voucher, bytes calldata signature) external nonReentrant returns (uint256 paid) {
-        paid = _redeem(voucher, signature);
-        if (paid != 0) token.safeTransfer(msg.sender, paid);
-    }
-
-    /// @notice Redeems many vouchers in one transaction with one token transfer. Every voucher
-    ///         must be valid (the caller's, current epoch, payer's signature) or the whole
-    ///         batch reverts; check with `eth_call` first. Returns the total paid.
-    function redeemBatch(Voucher[] calldata vouchers, bytes[] calldata signatures)
+    /// @notice Redeems one voucher for the cumulative amount `claim`; the caller must be its
+    ///         provider. Credits `min(claim, amount, funds) - redeemed` (possibly nothing) to the
+    ///         provider's free balance and returns it.
+    function redeem(Voucher calldata voucher, bytes calldata signature, uint256 claim)
         external
         nonReentrant
         returns (uint256 paid)
     {
-        if (vouchers.length != signatures.length) revert LengthMismatch();
-        for (uint256 i = 0; i < vouchers.length; ++i) {
-            paid += _redeem(vouchers[i], signatures[i]);
-        }
-        if (paid != 0) token.safeTransfer(msg.sender, paid);
+        paid = _redeem(voucher, signature, claim);
+        if (paid != 0) balanceOf[msg.sender] += paid;
     }
 
-    function _redeem(Voucher calldata v, bytes calldata signature) private returns (uint256 paid) {
+    /// @notice Redeems many vouchers, each for its cumulative `claims[i]`, in one transaction
+    ///         and credits the total to the caller's free balance. Every voucher must be valid
+    ///         (the caller's, current epoch, payer's signature) or the whole batch reverts;
+    ///         check with `eth_call` first. Returns the total paid.
+    function redeemBatch(Voucher[] calldata vouchers, bytes[] calldata signatures, uint256[] calldata claims)
+        external
+        nonReentrant
+        returns (uint256 paid)
+    {
+        if (vouchers.length != signatures.length || vouchers.length != claims.length) revert LengthMismatch();
+        for (uint256 i = 0; i < vouchers.length; ++i) {
+            paid += _redeem(vouchers[i], signatures[i], claims[i]);
+        }
+        if (paid != 0) balanceOf[msg.sender] += paid;
+    }
+
+    function _redeem(Voucher calldata v, bytes calldata signature, uint256 claim) private returns (uint256 paid) {
         if (msg.sender != v.provider) revert NotProvider(msg.sender, v.provider);
         Channel storage c = _channels[v.payer][v.provider];
         if (v.epoch != c.epoch) revert WrongEpoch(v.epoch, c.epoch);
@@ -216,24 +240,44 @@ contract Escrow is ReentrancyGuard, EIP712 {
 
         uint256 funds = c.funds;
         uint256 cap = v.amount < funds ? v.amount : funds;
+        if (claim < cap) cap = claim;
         uint256 redeemed = c.redeemed;
         if (cap <= redeemed) return 0;
         paid = cap - redeemed;
         redeemed = cap;
         c.redeemed = redeemed;
         emit Redeemed(v.payer, v.provider, v.epoch, paid, redeemed);
+        bool firstPayment = !c.everPaid;
+        if (firstPayment) c.everPaid = true;
+        _report(c, v, paid, redeemed == funds, firstPayment);
+    }
 
+    /// Tells the registry about a paying redeem and moves the channel's service period on.
+    function _report(Channel storage c, Voucher calldata v, uint256 paid, bool drained, bool firstPayment) private {
         uint64 since = c.serviceSince;
-        if (since != 0) {
-            if (address(registry) != address(0) && c.unlockAt == 0) {
-                try registry.reportService(v.provider, v.payer, uint64(block.timestamp) - since) returns (
-                    bool credited
-                ) {
-                    if (credited) since = uint64(block.timestamp);
-                } catch {}
-            }
-            // A drained channel is no longer "funded": its service period ends here.
-            c.serviceSince = redeemed == funds ? 0 : since;
+        uint64 period;
+        uint256 value;
+        if (since != 0 && c.unlockAt == 0) {
+            period = uint64(block.timestamp) - since;
+            value = uint256(c.periodValue) + paid;
+            if (value > type(uint56).max) value = type(uint56).max;
+        }
+        if (address(registry) != address(0)) {
+            try registry.reportService(v.provider, v.payer, period, value, paid, firstPayment) returns (bool credited) {
+                if (credited) {
+                    since = uint64(block.timestamp);
+                    value = 0;
+                }
+            } catch {}
+        }
+        if (since == 0) return;
+        // A drained channel is no longer "funded": its service period ends here.
+        if (drained) {
+            c.serviceSince = 0;
+            c.periodValue = 0;
+        } else {
+            c.serviceSince = since;
+            c.periodValue = uint56(value);
         }
     }
 
@@ -253,6 +297,11 @@ contract Escrow is ReentrancyGuard, EIP712 {
     /// @notice Start of the channel's current service period (0: none), for reputation tooling.
     function serviceSince(address payer, address provider) external view returns (uint64) {
         return _channels[payer][provider].serviceSince;
+    }
+
+    /// @notice Value redeemed in the channel's current service period, for reputation tooling.
+    function periodValue(address payer, address provider) external view returns (uint256) {
+        return _channels[payer][provider].periodValue;
     }
 
     /// @notice The EIP-712 digest a payer signs for `v` (domain: this escrow on this chain).

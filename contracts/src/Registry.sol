@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet.sol";
 import {IReputation} from "./IReputation.sol";
+import {OperatorConsent} from "./OperatorConsent.sol";
 
 /// @title Registry
 /// @notice Provider names, their records, pricing tables and reputation.
@@ -10,6 +11,12 @@ import {IReputation} from "./IReputation.sol";
 /// Names: `node = keccak256(bytes(name))`, first come first served; a name is a DNS label
 /// (1-63 of `a-z 0-9 -`, not starting or ending with `-`) because gateways serve providers
 /// at `{name}.{domain}`. The owner updates, transfers or drops it.
+///
+/// Operator consent (see `OperatorConsent`): a record only ever names an operator that agreed
+/// to it, and only that operator publishes its X25519 key. Registering, changing the
+/// operator or the key, and transferring the name are done by the operator itself, or carry
+/// its signature (`...WithConsent`); so nobody borrows another's reputation or publishes a
+/// key in another's name.
 ///
 /// ENS-style readers `addr(node)` (the operator, the key the node signs with) and
 /// `text(node, key)` for `url`, `pubkey` (0x-hex X25519 key), `regions` (comma-separated),
@@ -20,9 +27,12 @@ import {IReputation} from "./IReputation.sol";
 /// name creates one (id + event); names subscribe to one table at a time; a table is deleted
 /// when its last subscriber leaves.
 ///
-/// Reputation: points per operator address, added when the escrow reports a redeem on a
-/// channel that stayed funded and not unlocking for at least `minServicePeriod`.
-contract Registry is IReputation {
+/// Reputation, per operator address, from the escrow's reports of paying redeems: total value
+/// redeemed, distinct payers that paid, and points. A point needs a channel that stayed funded
+/// and not unlocking for at least `minServicePeriod` *and* had at least `minServiceValue`
+/// redeemed in that period, so faking one costs real money moved through a channel (many
+/// throwaway channels with dust earn nothing).
+contract Registry is IReputation, OperatorConsent {
     using EnumerableSet for EnumerableSet.Bytes32Set;
     using EnumerableSet for EnumerableSet.UintSet;
 
@@ -37,7 +47,12 @@ contract Registry is IReputation {
         string contact;
         string attestation;
         uint256 pricingTable;
+        /// Reputation points of the operator.
         uint256 reputation;
+        /// Distinct payers that paid the operator through the escrow.
+        uint256 payers;
+        /// Total value (token base units) the operator redeemed through the escrow.
+        uint256 valueRedeemed;
     }
 
     /// @notice A pricing table (prices scaled by 1e6, see the contract comment).
@@ -63,12 +78,18 @@ contract Registry is IReputation {
 
     /// @notice Seconds a channel must stay funded (since its last credit) to earn a point.
     uint64 public immutable minServicePeriod;
+    /// @notice Value (token base units) that must be redeemed in such a period to earn a point.
+    uint256 public immutable minServiceValue;
     /// @notice Deployer, allowed once to name the escrow.
     address public immutable admin;
     /// @notice The only contract allowed to report service.
     address public escrow;
     /// @notice Reputation points of each operator address.
     mapping(address => uint256) public reputationOf;
+    /// @notice Distinct payers that paid each operator address.
+    mapping(address => uint256) public payersOf;
+    /// @notice Total value each operator address redeemed through the escrow.
+    mapping(address => uint256) public valueRedeemedOf;
     /// @notice How many names each address owns (owning one allows creating tables).
     mapping(address => uint256) public namesOwned;
     /// @notice Id the next pricing table gets (ids start at 1; 0 means "no table").
@@ -101,8 +122,11 @@ contract Registry is IReputation {
     event Unsubscribed(bytes32 indexed node, uint256 indexed id);
     /// @notice The escrow was named (once).
     event EscrowSet(address escrow);
-    /// @notice `provider` earned a point for serving `payer`; it now has `reputation`.
-    event ReputationIncreased(address indexed provider, address indexed payer, uint64 period, uint256 reputation);
+    /// @notice `provider` earned a point for serving `payer` for `period` seconds with `value`
+    ///         redeemed in them; it now has `reputation` points.
+    event ReputationIncreased(
+        address indexed provider, address indexed payer, uint64 period, uint256 value, uint256 reputation
+    );
 
     /// @notice The name is not a DNS label.
     error InvalidName();
@@ -127,8 +151,9 @@ contract Registry is IReputation {
     /// @notice Only the escrow may report service.
     error NotEscrow();
 
-    constructor(uint64 minServicePeriod_) {
+    constructor(uint64 minServicePeriod_, uint256 minServiceValue_) {
         minServicePeriod = minServicePeriod_;
+        minServiceValue = minServiceValue_;
         admin = msg.sender;
     }
 
@@ -155,7 +180,8 @@ contract Registry is IReputation {
         return keccak256(bytes(name));
     }
 
-    /// @notice Claims `name` for the caller with its record. First come, first served.
+    /// @notice Claims `name` for the caller with its record. First come, first served. The
+    ///         caller must be the operator (an owner that is not uses `registerWithConsent`).
     function register(
         string calldata name,
         address operator,
@@ -164,6 +190,29 @@ contract Registry is IReputation {
         string calldata regions,
         string calldata contact
     ) external returns (bytes32 node) {
+        _requireOperator(operator);
+        node = _claim(name, operator);
+        _setAll(node, operator, url, pubkey, regions, contact);
+    }
+
+    /// @notice `register` for an owner that is not the operator, with the operator's consent
+    ///         to (node, caller, operator, pubkey).
+    function registerWithConsent(
+        string calldata name,
+        address operator,
+        string calldata url,
+        bytes32 pubkey,
+        string calldata regions,
+        string calldata contact,
+        Consent calldata consent
+    ) external returns (bytes32 node) {
+        node = _claim(name, operator);
+        _useConsent(node, msg.sender, operator, pubkey, consent);
+        _setAll(node, operator, url, pubkey, regions, contact);
+    }
+
+    /// Validates `name` and makes the caller its owner (the record's fields come next).
+    function _claim(string calldata name, address operator) private returns (bytes32 node) {
         if (!_validName(bytes(name))) revert InvalidName();
         if (operator == address(0)) revert ZeroAddress();
         node = keccak256(bytes(name));
@@ -174,10 +223,10 @@ contract Registry is IReputation {
         _nodes.add(node);
         namesOwned[msg.sender] += 1;
         emit Registered(node, name, msg.sender, operator);
-        _setAll(node, operator, url, pubkey, regions, contact);
     }
 
-    /// @notice Replaces the record's operator, url, key, regions and contact at once.
+    /// @notice Replaces the record's operator, url, key, regions and contact at once. A new
+    ///         operator or key needs the operator as caller (else `updateWithConsent`).
     function update(
         bytes32 node,
         address operator,
@@ -187,12 +236,39 @@ contract Registry is IReputation {
         string calldata contact
     ) external onlyOwner(node) {
         if (operator == address(0)) revert ZeroAddress();
+        StoredRecord storage r = _records[node];
+        if (operator != r.operator || pubkey != r.pubkey) _requireOperator(operator);
         _setAll(node, operator, url, pubkey, regions, contact);
     }
 
-    /// @notice Sets the operator address (`addr`).
+    /// @notice `update` with the (new) operator's consent to its key and the caller as owner.
+    function updateWithConsent(
+        bytes32 node,
+        address operator,
+        string calldata url,
+        bytes32 pubkey,
+        string calldata regions,
+        string calldata contact,
+        Consent calldata consent
+    ) external onlyOwner(node) {
+        if (operator == address(0)) revert ZeroAddress();
+        _useConsent(node, msg.sender, operator, pubkey, consent);
+        _setAll(node, operator, url, pubkey, regions, contact);
+    }
+
+    /// @notice Sets the operator address (`addr`); the new operator must be the caller (it
+    ///         then vouches for the record's current key), else `setOperatorWithConsent`.
     function setOperator(bytes32 node, address operator) external onlyOwner(node) {
         if (operator == address(0)) revert ZeroAddress();
+        _requireOperator(operator);
+        _records[node].operator = operator;
+        emit AddrChanged(node, operator);
+    }
+
+    /// @notice `setOperator` with the new operator's consent to the record's current key.
+    function setOperatorWithConsent(bytes32 node, address operator, Consent calldata consent) external onlyOwner(node) {
+        if (operator == address(0)) revert ZeroAddress();
+        _useConsent(node, msg.sender, operator, _records[node].pubkey, consent);
         _records[node].operator = operator;
         emit AddrChanged(node, operator);
     }
@@ -203,8 +279,19 @@ contract Registry is IReputation {
         emit TextChanged(node, "url", "url", url);
     }
 
-    /// @notice Sets the X25519 key specs are sealed to (`text(node, "pubkey")`).
-    function setPubkey(bytes32 node, bytes32 pubkey) external onlyOwner(node) {
+    /// @notice Sets the X25519 key specs are sealed to (`text(node, "pubkey")`). Only the
+    ///         operator, who holds the key, may (an owner that is not: `setPubkeyWithConsent`).
+    function setPubkey(bytes32 node, bytes32 pubkey) external {
+        address operator = _records[node].operator;
+        if (operator == address(0)) revert UnknownName(node);
+        _requireOperator(operator);
+        _records[node].pubkey = pubkey;
+        emit TextChanged(node, "pubkey", "pubkey", _hex(pubkey));
+    }
+
+    /// @notice `setPubkey` by the owner with the operator's consent to the new key.
+    function setPubkeyWithConsent(bytes32 node, bytes32 pubkey, Consent calldata consent) external onlyOwner(node) {
+        _useConsent(node, msg.sender, _records[node].operator, pubkey, consent);
         _records[node].pubkey = pubkey;
         emit TextChanged(node, "pubkey", "pubkey", _hex(pubkey));
     }
@@ -227,9 +314,24 @@ contract Registry is IReputation {
         emit AttestationChanged(node, cid);
     }
 
-    /// @notice Gives the name to `to`.
+    /// @notice Gives the name to `to`. The operator consented to the current owner only, so
+    ///         the caller or `to` must be the operator (else `transferWithConsent`).
     function transfer(bytes32 node, address to) external onlyOwner(node) {
         if (to == address(0)) revert ZeroAddress();
+        address operator = _records[node].operator;
+        if (to != operator) _requireOperator(operator);
+        _transfer(node, to);
+    }
+
+    /// @notice `transfer` with the operator's consent to `to` as the new owner.
+    function transferWithConsent(bytes32 node, address to, Consent calldata consent) external onlyOwner(node) {
+        if (to == address(0)) revert ZeroAddress();
+        StoredRecord storage r = _records[node];
+        _useConsent(node, to, r.operator, r.pubkey, consent);
+        _transfer(node, to);
+    }
+
+    function _transfer(bytes32 node, address to) private {
         _records[node].owner = to;
         namesOwned[msg.sender] -= 1;
         namesOwned[to] += 1;
@@ -291,12 +393,24 @@ contract Registry is IReputation {
     // ----------------------------------------------------------------- reputation
 
     /// @inheritdoc IReputation
-    function reportService(address provider, address payer, uint64 period) external returns (bool credited) {
+    function reportService(
+        address provider,
+        address payer,
+        uint64 period,
+        uint256 periodValue,
+        uint256 paid,
+        bool firstPayment
+    ) external returns (bool credited) {
         if (msg.sender != escrow) revert NotEscrow();
-        if (period < minServicePeriod) return false;
+        if (paid != 0) {
+            valueRedeemedOf[provider] += paid;
+            if (firstPayment) payersOf[provider] += 1;
+        }
+        // No service period (unlocking, drained), too short, or too little value: no point.
+        if (period == 0 || period < minServicePeriod || periodValue < minServiceValue) return false;
         uint256 rep = reputationOf[provider] + 1;
         reputationOf[provider] = rep;
-        emit ReputationIncreased(provider, payer, period, rep);
+        emit ReputationIncreased(provider, payer, period, periodValue, rep);
         return true;
     }
 
@@ -336,7 +450,11 @@ contract Registry is IReputation {
         r.contact = s.contact;
         r.attestation = s.attestation;
         r.pricingTable = s.pricingTable;
-        r.reputation = s.owner == address(0) ? 0 : reputationOf[s.operator];
+        if (s.owner != address(0)) {
+            r.reputation = reputationOf[s.operator];
+            r.payers = payersOf[s.operator];
+            r.valueRedeemed = valueRedeemedOf[s.operator];
+        }
     }
 
     /// @notice Every registered node.

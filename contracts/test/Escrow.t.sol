@@ -8,6 +8,7 @@ import {MockUSDC} from "../src/MockUSDC.sol";
 import {IReputation} from "../src/IReputation.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrantToken} from "./utils/Tokens.sol";
 
 /// Shared fixture: token, registry, escrow, a payer and a provider with known keys.
 abstract contract EscrowFixture is Test {
@@ -24,6 +25,9 @@ abstract contract EscrowFixture is Test {
 
     uint64 internal constant DELAY = 1 days;
     uint64 internal constant MIN_PERIOD = 1 hours;
+    uint256 internal constant MIN_VALUE = 1000;
+    /// Claim everything the voucher allows (the pre-exact-billing behaviour).
+    uint256 internal constant ALL = type(uint256).max;
 
     function setUp() public virtual {
         vm.warp(1_700_000_000);
@@ -31,7 +35,7 @@ abstract contract EscrowFixture is Test {
         provider = vm.addr(PROVIDER_KEY);
         other = vm.addr(OTHER_KEY);
         usdc = new MockUSDC();
-        registry = new Registry(MIN_PERIOD);
+        registry = new Registry(MIN_PERIOD, MIN_VALUE);
         escrow = new Escrow(IERC20(address(usdc)), DELAY, registry);
         registry.setEscrow(address(escrow));
         usdc.mint(payer, 1_000e6);
@@ -48,6 +52,14 @@ abstract contract EscrowFixture is Test {
         _deposit(payer, amount);
         vm.prank(payer);
         escrow.fund(provider, amount);
+    }
+
+    /// `n` claims of everything the vouchers allow.
+    function _all(uint256 n) internal pure returns (uint256[] memory claims) {
+        claims = new uint256[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            claims[i] = ALL;
+        }
     }
 
     function _voucher(address p, address prov, uint64 epoch, uint256 amount)
@@ -215,7 +227,7 @@ contract EscrowTest is EscrowFixture {
         Escrow.Voucher memory v = _voucher(payer, provider, 0, 2e6);
         bytes memory sig = _sign(PAYER_KEY, v);
         vm.prank(provider);
-        escrow.redeem(v, sig);
+        escrow.redeem(v, sig, ALL);
         vm.prank(payer);
         escrow.requestUnlock(provider);
         vm.warp(block.timestamp + DELAY);
@@ -233,7 +245,7 @@ contract EscrowTest is EscrowFixture {
         _fund(5e6);
         vm.prank(provider);
         vm.expectRevert(abi.encodeWithSelector(Escrow.WrongEpoch.selector, 0, 1));
-        escrow.redeem(v, sig);
+        escrow.redeem(v, sig, ALL);
     }
 
     function test_reclaim_reverts() public {
@@ -257,23 +269,29 @@ contract EscrowTest is EscrowFixture {
         vm.expectEmit(true, true, false, true);
         emit Escrow.Redeemed(payer, provider, 0, 3e6, 3e6);
         vm.prank(provider);
-        vm.assertEq(escrow.redeem(v1, _sign(PAYER_KEY, v1)), 3e6);
-        vm.assertEq(usdc.balanceOf(provider), 3e6);
+        vm.assertEq(escrow.redeem(v1, _sign(PAYER_KEY, v1), ALL), 3e6);
+        vm.assertEq(escrow.balanceOf(provider), 3e6);
 
         Escrow.Voucher memory v2 = _voucher(payer, provider, 0, 5e6);
         bytes memory sig2 = _sign(PAYER_KEY, v2);
         vm.prank(provider);
-        vm.assertEq(escrow.redeem(v2, sig2), 2e6);
-        vm.assertEq(usdc.balanceOf(provider), 5e6);
+        vm.assertEq(escrow.redeem(v2, sig2, ALL), 2e6);
+        vm.assertEq(escrow.balanceOf(provider), 5e6);
 
         // Replaying the same or an older voucher pays nothing.
         vm.prank(provider);
-        vm.assertEq(escrow.redeem(v2, sig2), 0);
+        vm.assertEq(escrow.redeem(v2, sig2, ALL), 0);
         vm.prank(provider);
-        vm.assertEq(escrow.redeem(v1, _sign(PAYER_KEY, v1)), 0);
+        vm.assertEq(escrow.redeem(v1, _sign(PAYER_KEY, v1), ALL), 0);
         (uint256 funds, uint256 redeemed,,) = _channel();
         vm.assertEq(funds, 10e6);
         vm.assertEq(redeemed, 5e6);
+        // No token moved: the provider's share sits in its free balance until it withdraws.
+        vm.assertEq(usdc.balanceOf(address(escrow)), 10e6);
+        vm.assertEq(usdc.balanceOf(provider), 0);
+        vm.prank(provider);
+        escrow.withdraw(5e6);
+        vm.assertEq(usdc.balanceOf(provider), 5e6);
         vm.assertEq(usdc.balanceOf(address(escrow)), 5e6);
     }
 
@@ -282,11 +300,11 @@ contract EscrowTest is EscrowFixture {
         Escrow.Voucher memory v = _voucher(payer, provider, 0, 9e6);
         bytes memory sig = _sign(PAYER_KEY, v);
         vm.prank(provider);
-        vm.assertEq(escrow.redeem(v, sig), 4e6);
+        vm.assertEq(escrow.redeem(v, sig, ALL), 4e6);
         // More funding lets the same voucher take the rest of what it allows.
         _fund(10e6);
         vm.prank(provider);
-        vm.assertEq(escrow.redeem(v, sig), 5e6);
+        vm.assertEq(escrow.redeem(v, sig, ALL), 5e6);
         (uint256 funds, uint256 redeemed,,) = _channel();
         vm.assertEq(funds, 14e6);
         vm.assertEq(redeemed, 9e6);
@@ -299,7 +317,7 @@ contract EscrowTest is EscrowFixture {
         vm.warp(block.timestamp + DELAY - 1);
         Escrow.Voucher memory v = _voucher(payer, provider, 0, 1e6);
         vm.prank(provider);
-        vm.assertEq(escrow.redeem(v, _sign(PAYER_KEY, v)), 1e6);
+        vm.assertEq(escrow.redeem(v, _sign(PAYER_KEY, v), ALL), 1e6);
         vm.warp(block.timestamp + 1);
         vm.prank(payer);
         escrow.reclaim(provider);
@@ -313,7 +331,7 @@ contract EscrowTest is EscrowFixture {
         bytes memory sig = _sign(PAYER_KEY, v);
         vm.prank(other);
         vm.expectRevert(abi.encodeWithSelector(Escrow.NotProvider.selector, other, provider));
-        escrow.redeem(v, sig);
+        escrow.redeem(v, sig, ALL);
     }
 
     function test_redeem_revertsForVoucherNamingAnotherProvider() public {
@@ -324,7 +342,7 @@ contract EscrowTest is EscrowFixture {
         v.provider = provider;
         vm.prank(provider);
         vm.expectRevert(Escrow.BadSignature.selector);
-        escrow.redeem(v, sig);
+        escrow.redeem(v, sig, ALL);
     }
 
     function test_redeem_revertsOnWrongEpoch() public {
@@ -333,7 +351,7 @@ contract EscrowTest is EscrowFixture {
         bytes memory sig = _sign(PAYER_KEY, v);
         vm.prank(provider);
         vm.expectRevert(abi.encodeWithSelector(Escrow.WrongEpoch.selector, 1, 0));
-        escrow.redeem(v, sig);
+        escrow.redeem(v, sig, ALL);
     }
 
     function test_redeem_revertsOnBadSignatures() public {
@@ -343,15 +361,15 @@ contract EscrowTest is EscrowFixture {
         // Signed by someone else.
         bytes memory sig = _sign(OTHER_KEY, v);
         vm.expectRevert(Escrow.BadSignature.selector);
-        escrow.redeem(v, sig);
+        escrow.redeem(v, sig, ALL);
         // Amount tampered with after signing.
         sig = _sign(PAYER_KEY, v);
         v.amount = 2e6;
         vm.expectRevert(Escrow.BadSignature.selector);
-        escrow.redeem(v, sig);
+        escrow.redeem(v, sig, ALL);
         // Malformed.
         vm.expectRevert(Escrow.BadSignature.selector);
-        escrow.redeem(v, hex"1234");
+        escrow.redeem(v, hex"1234", ALL);
         vm.stopPrank();
     }
 
@@ -363,13 +381,13 @@ contract EscrowTest is EscrowFixture {
         (uint8 sv, bytes32 r, bytes32 s) = vm.sign(PAYER_KEY, twin.voucherDigest(v));
         vm.prank(provider);
         vm.expectRevert(Escrow.BadSignature.selector);
-        escrow.redeem(v, abi.encodePacked(r, s, sv));
+        escrow.redeem(v, abi.encodePacked(r, s, sv), ALL);
         // Signed for another chain id.
         (sv, r, s) = vm.sign(PAYER_KEY, _digest(address(escrow), block.chainid + 1, v));
         bytes memory foreign = abi.encodePacked(r, s, sv);
         vm.prank(provider);
         vm.expectRevert(Escrow.BadSignature.selector);
-        escrow.redeem(v, foreign);
+        escrow.redeem(v, foreign, ALL);
     }
 
     function test_voucherDigest_matchesEip712() public view {
@@ -410,8 +428,8 @@ contract EscrowTest is EscrowFixture {
         sigs[1] = _sign(0xD00D, vs[1]);
         sigs[2] = _sign(PAYER_KEY, vs[2]);
         vm.prank(provider);
-        vm.assertEq(escrow.redeemBatch(vs, sigs), 13e6);
-        vm.assertEq(usdc.balanceOf(provider), 13e6);
+        vm.assertEq(escrow.redeemBatch(vs, sigs, _all(3)), 13e6);
+        vm.assertEq(escrow.balanceOf(provider), 13e6);
     }
 
     function test_redeemBatch_reverts() public {
@@ -420,22 +438,25 @@ contract EscrowTest is EscrowFixture {
         bytes[] memory sigs = new bytes[](1);
         vm.prank(provider);
         vm.expectRevert(Escrow.LengthMismatch.selector);
-        escrow.redeemBatch(vs, sigs);
+        escrow.redeemBatch(vs, sigs, _all(2));
 
         sigs = new bytes[](2);
+        vm.prank(provider);
+        vm.expectRevert(Escrow.LengthMismatch.selector);
+        escrow.redeemBatch(vs, sigs, _all(1));
         vs[0] = _voucher(payer, provider, 0, 2e6);
         vs[1] = _voucher(payer, other, 0, 2e6);
         sigs[0] = _sign(PAYER_KEY, vs[0]);
         sigs[1] = _sign(PAYER_KEY, vs[1]);
         vm.prank(provider);
         vm.expectRevert(abi.encodeWithSelector(Escrow.NotProvider.selector, provider, other));
-        escrow.redeemBatch(vs, sigs);
-        vm.assertEq(usdc.balanceOf(provider), 0);
+        escrow.redeemBatch(vs, sigs, _all(2));
+        vm.assertEq(escrow.balanceOf(provider), 0);
     }
 
     function test_redeemBatch_empty() public {
         vm.prank(provider);
-        vm.assertEq(escrow.redeemBatch(new Escrow.Voucher[](0), new bytes[](0)), 0);
+        vm.assertEq(escrow.redeemBatch(new Escrow.Voucher[](0), new bytes[](0), new uint256[](0)), 0);
     }
 
     // ------------------------------------------------------------ reputation
@@ -444,22 +465,22 @@ contract EscrowTest is EscrowFixture {
         _fund(10e6);
         Escrow.Voucher memory v = _voucher(payer, provider, 0, 1e6);
         vm.prank(provider);
-        escrow.redeem(v, _sign(PAYER_KEY, v));
+        escrow.redeem(v, _sign(PAYER_KEY, v), ALL);
         vm.assertEq(registry.reputationOf(provider), 0, "too early");
 
         vm.warp(block.timestamp + MIN_PERIOD);
         v = _voucher(payer, provider, 0, 2e6);
         vm.expectEmit(true, true, false, true);
-        emit Registry.ReputationIncreased(provider, payer, MIN_PERIOD, 1);
+        emit Registry.ReputationIncreased(provider, payer, MIN_PERIOD, 2e6, 1);
         vm.prank(provider);
-        escrow.redeem(v, _sign(PAYER_KEY, v));
+        escrow.redeem(v, _sign(PAYER_KEY, v), ALL);
         vm.assertEq(registry.reputationOf(provider), 1);
         vm.assertEq(uint256(escrow.serviceSince(payer, provider)), block.timestamp, "period restarts");
 
         // Right after a credit, another redeem earns nothing.
         v = _voucher(payer, provider, 0, 3e6);
         vm.prank(provider);
-        escrow.redeem(v, _sign(PAYER_KEY, v));
+        escrow.redeem(v, _sign(PAYER_KEY, v), ALL);
         vm.assertEq(registry.reputationOf(provider), 1);
     }
 
@@ -468,7 +489,7 @@ contract EscrowTest is EscrowFixture {
         vm.warp(block.timestamp + MIN_PERIOD);
         Escrow.Voucher memory v = _voucher(payer, provider, 0, 1e6);
         vm.prank(provider);
-        escrow.redeem(v, _sign(PAYER_KEY, v));
+        escrow.redeem(v, _sign(PAYER_KEY, v), ALL);
         vm.assertEq(registry.reputationOf(provider), 1);
         vm.assertEq(uint256(escrow.serviceSince(payer, provider)), 0);
     }
@@ -484,7 +505,7 @@ contract EscrowTest is EscrowFixture {
         Escrow.Voucher memory v = _voucher(payer, provider, 0, 1e6);
         (uint8 sv, bytes32 r, bytes32 s) = vm.sign(PAYER_KEY, bare.voucherDigest(v));
         vm.prank(provider);
-        vm.assertEq(bare.redeem(v, abi.encodePacked(r, s, sv)), 1e6);
+        vm.assertEq(bare.redeem(v, abi.encodePacked(r, s, sv), ALL), 1e6);
     }
 
     // ------------------------------------------------------------ views / misc
@@ -504,16 +525,16 @@ contract EscrowTest is EscrowFixture {
         Escrow.Voucher memory v1 = _voucher(payer, provider, 0, a1);
         Escrow.Voucher memory v2 = _voucher(payer, provider, 0, a2);
         vm.startPrank(provider);
-        uint256 p1 = escrow.redeem(v1, _sign(PAYER_KEY, v1));
-        uint256 p2 = escrow.redeem(v2, _sign(PAYER_KEY, v2));
+        uint256 p1 = escrow.redeem(v1, _sign(PAYER_KEY, v1), ALL);
+        uint256 p2 = escrow.redeem(v2, _sign(PAYER_KEY, v2), ALL);
         vm.stopPrank();
         uint256 best = a1 > a2 ? a1 : a2;
         uint256 expected = best < f ? best : f;
         vm.assertEq(p1 + p2, expected);
-        vm.assertEq(usdc.balanceOf(provider), expected);
+        vm.assertEq(escrow.balanceOf(provider), expected);
         (, uint256 redeemed,,) = _channel();
         vm.assertEq(redeemed, expected);
-        vm.assertEq(usdc.balanceOf(address(escrow)), f - expected);
+        vm.assertEq(usdc.balanceOf(address(escrow)), f, "a redeem credits, it does not transfer");
     }
 
     function testFuzz_depositWithdrawRoundTrip(uint96 d, uint96 w) public {
@@ -531,7 +552,7 @@ contract EscrowTest is EscrowFixture {
         _fund(f);
         Escrow.Voucher memory v = _voucher(payer, provider, 0, amount);
         vm.prank(provider);
-        uint256 paid = escrow.redeem(v, _sign(PAYER_KEY, v));
+        uint256 paid = escrow.redeem(v, _sign(PAYER_KEY, v), ALL);
         if (paid == f) return; // nothing left to unlock
         vm.prank(payer);
         escrow.requestUnlock(provider);
@@ -539,7 +560,8 @@ contract EscrowTest is EscrowFixture {
         vm.prank(payer);
         escrow.reclaim(provider);
         vm.assertEq(escrow.balanceOf(payer), f - paid);
-        vm.assertEq(usdc.balanceOf(address(escrow)), f - paid);
+        vm.assertEq(escrow.balanceOf(provider), paid);
+        vm.assertEq(usdc.balanceOf(address(escrow)), f);
     }
 
     // ------------------------------------------------------------ reentrancy
@@ -553,39 +575,5 @@ contract EscrowTest is EscrowFixture {
         e.deposit(10);
         vm.expectRevert(ReentrancyGuard.ReentrancyGuardReentrantCall.selector);
         e.withdraw(5);
-    }
-}
-
-/// An ERC-20 whose transfer calls back into the escrow, to prove the guard holds.
-contract ReentrantToken {
-    mapping(address => uint256) public balanceOf;
-    mapping(address => mapping(address => uint256)) public allowance;
-    Escrow internal target;
-
-    function setTarget(Escrow t) external {
-        target = t;
-    }
-
-    function mint(address to, uint256 amount) external {
-        balanceOf[to] += amount;
-    }
-
-    function approve(address s, uint256 amount) external returns (bool) {
-        allowance[msg.sender][s] = amount;
-        return true;
-    }
-
-    function transferFrom(address from, address to, uint256 amount) external returns (bool) {
-        allowance[from][msg.sender] -= amount;
-        balanceOf[from] -= amount;
-        balanceOf[to] += amount;
-        return true;
-    }
-
-    function transfer(address to, uint256 amount) external returns (bool) {
-        balanceOf[msg.sender] -= amount;
-        balanceOf[to] += amount;
-        target.withdraw(1); // re-enter
-        return true;
     }
 }

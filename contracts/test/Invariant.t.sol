@@ -7,8 +7,9 @@ import {Registry} from "../src/Registry.sol";
 import {MockUSDC} from "../src/MockUSDC.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
-/// Drives the escrow with random deposits, withdrawals, funding, unlocks, reclaims and
-/// redeems of random vouchers by three payers to two providers, and keeps ghost totals.
+/// Drives the escrow with random deposits, withdrawals, funding, unlocks, reclaims,
+/// redeems of random vouchers for random claims by three payers to two providers, and
+/// provider withdrawals, and keeps ghost totals.
 contract EscrowHandler is Test {
     MockUSDC public usdc;
     Escrow public escrow;
@@ -17,9 +18,14 @@ contract EscrowHandler is Test {
     address[2] public providers;
     /// Highest voucher amount signed per (payer, provider, epoch).
     mapping(address => mapping(address => mapping(uint64 => uint256))) public bestVoucher;
+    /// Highest claim made per (payer, provider, epoch).
+    mapping(address => mapping(address => mapping(uint64 => uint256))) public bestClaim;
+    /// Total ever paid to each provider (credited to its free balance).
+    mapping(address => uint256) public paidTo;
     uint256 public redeems;
     uint256 public deposited;
     uint256 public withdrawn;
+    uint256 public withdrawnByProviders;
 
     constructor(MockUSDC usdc_, Escrow escrow_) {
         usdc = usdc_;
@@ -80,7 +86,7 @@ contract EscrowHandler is Test {
         escrow.reclaim(prov);
     }
 
-    function redeem(uint8 who, uint8 to, uint96 amount, uint32 wait) external {
+    function redeem(uint8 who, uint8 to, uint96 amount, uint96 claim, uint32 wait) external {
         uint256 k = payerKeys[who % 3];
         address p = payers[who % 3];
         address prov = providers[to % 2];
@@ -88,10 +94,22 @@ contract EscrowHandler is Test {
         (,, uint64 epoch,) = escrow.channel(p, prov);
         Escrow.Voucher memory v = Escrow.Voucher(p, prov, epoch, bound(amount, 0, 2_000e6));
         if (v.amount > bestVoucher[p][prov][epoch]) bestVoucher[p][prov][epoch] = v.amount;
+        uint256 c = bound(claim, 0, 2_000e6);
+        if (c > bestClaim[p][prov][epoch]) bestClaim[p][prov][epoch] = c;
         (uint8 sv, bytes32 r, bytes32 s) = vm.sign(k, escrow.voucherDigest(v));
         vm.prank(prov);
-        escrow.redeem(v, abi.encodePacked(r, s, sv));
+        paidTo[prov] += escrow.redeem(v, abi.encodePacked(r, s, sv), c);
         redeems++;
+    }
+
+    function providerWithdraw(uint8 to, uint96 amount) external {
+        address prov = providers[to % 2];
+        uint256 bal = escrow.balanceOf(prov);
+        if (bal == 0) return;
+        uint256 a = bound(amount, 1, bal);
+        vm.prank(prov);
+        escrow.withdraw(a);
+        withdrawnByProviders += a;
     }
 
     function payerAt(uint256 i) external view returns (address) {
@@ -106,12 +124,14 @@ contract EscrowHandler is Test {
 contract EscrowInvariantTest is Test {
     MockUSDC internal usdc;
     Escrow internal escrow;
+    Registry internal registry;
     EscrowHandler internal handler;
+    uint256 internal constant MIN_VALUE = 1000;
 
     function setUp() public {
         vm.warp(1_700_000_000);
         usdc = new MockUSDC();
-        Registry registry = new Registry(1 hours);
+        registry = new Registry(1 hours, MIN_VALUE);
         escrow = new Escrow(IERC20(address(usdc)), 1 days, registry);
         registry.setEscrow(address(escrow));
         handler = new EscrowHandler(usdc, escrow);
@@ -120,7 +140,7 @@ contract EscrowInvariantTest is Test {
 
     /// Tokens held by the escrow equal free balances plus what channels still hold.
     function invariant_tokensMatchBooks() public view {
-        uint256 sum;
+        uint256 sum = escrow.balanceOf(handler.providerAt(0)) + escrow.balanceOf(handler.providerAt(1));
         for (uint256 i = 0; i < 3; ++i) {
             address p = handler.payerAt(i);
             sum += escrow.balanceOf(p);
@@ -132,7 +152,8 @@ contract EscrowInvariantTest is Test {
         vm.assertEq(usdc.balanceOf(address(escrow)), sum);
     }
 
-    /// Per channel: redeemed never exceeds funds nor the best voucher signed in the epoch.
+    /// Per channel: redeemed never exceeds funds, the best voucher signed in the epoch, nor
+    /// the highest amount the provider claimed.
     function invariant_redeemedBounded() public view {
         for (uint256 i = 0; i < 3; ++i) {
             address p = handler.payerAt(i);
@@ -141,6 +162,7 @@ contract EscrowInvariantTest is Test {
                 (uint256 funds, uint256 redeemed, uint64 epoch,) = escrow.channel(p, prov);
                 vm.assertLe(redeemed, funds, "redeemed > funds");
                 vm.assertLe(redeemed, handler.bestVoucher(p, prov, epoch), "redeemed > best voucher");
+                vm.assertLe(redeemed, handler.bestClaim(p, prov, epoch), "redeemed > claim");
             }
         }
     }
@@ -149,6 +171,21 @@ contract EscrowInvariantTest is Test {
     /// the escrow holds plus what providers were paid.
     function invariant_conservation() public view {
         uint256 paid = usdc.balanceOf(handler.providerAt(0)) + usdc.balanceOf(handler.providerAt(1));
+        vm.assertEq(paid, handler.withdrawnByProviders());
         vm.assertEq(handler.deposited() - handler.withdrawn(), usdc.balanceOf(address(escrow)) + paid);
+    }
+
+    /// Each provider's free balance is exactly what it was paid minus what it withdrew, and
+    /// the registry counts every paid unit; each reputation point stands for at least
+    /// `minServiceValue` redeemed in its own service period.
+    function invariant_providerBooksAndReputation() public view {
+        for (uint256 j = 0; j < 2; ++j) {
+            address prov = handler.providerAt(j);
+            uint256 paid = handler.paidTo(prov);
+            vm.assertEq(escrow.balanceOf(prov) + usdc.balanceOf(prov), paid, "provider balance");
+            vm.assertEq(registry.valueRedeemedOf(prov), paid, "registry value");
+            vm.assertLe(registry.reputationOf(prov) * MIN_VALUE, paid, "points without value");
+            vm.assertLe(registry.payersOf(prov), 3);
+        }
     }
 }

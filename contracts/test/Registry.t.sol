@@ -3,25 +3,72 @@ pragma solidity ^0.8.24;
 
 import {Test} from "./utils/Test.sol";
 import {Registry} from "../src/Registry.sol";
+import {OperatorConsent} from "../src/OperatorConsent.sol";
 
-contract RegistryTest is Test {
+/// Shared fixture: a registry, owners alice and bob, an operator `op` with a known key (it
+/// signs consents), and a consent signer whose digest is computed here (pins EIP-712).
+abstract contract RegistryFixture is Test {
     Registry internal reg;
     address internal alice = address(0xA11CE);
     address internal bob = address(0xB0B);
-    address internal op = address(0x0F);
+    uint256 internal constant OP_KEY = 0x0F0F;
+    uint256 internal constant BOB_KEY = 0xB0B0;
+    address internal op;
     bytes32 internal constant KEY = 0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff;
     address internal escrowAddr = address(0xE5C);
+    uint64 internal constant MIN_PERIOD = 1 hours;
+    uint256 internal constant MIN_VALUE = 1000;
 
-    function setUp() public {
-        reg = new Registry(1 hours);
+    function setUp() public virtual {
+        vm.warp(1_700_000_000);
+        op = vm.addr(OP_KEY);
+        bob = vm.addr(BOB_KEY);
+        reg = new Registry(MIN_PERIOD, MIN_VALUE);
         reg.setEscrow(escrowAddr);
     }
 
-    function _register(address who, string memory name) internal returns (bytes32) {
-        vm.prank(who);
-        return reg.register(name, op, "https://p.example", KEY, "eu-west,us-east", "ops@p.example");
+    /// The operator `key` consents to `owner` pointing `node` at it with `pubkey`.
+    function _consent(uint256 key, bytes32 node, address owner, bytes32 pubkey, uint256 deadline)
+        internal
+        view
+        returns (OperatorConsent.Consent memory)
+    {
+        address operator = vm.addr(key);
+        bytes32 domain = keccak256(
+            abi.encode(
+                keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak256("Khachapuri Registry"),
+                keccak256("1"),
+                block.chainid,
+                address(reg)
+            )
+        );
+        bytes32 structHash = keccak256(
+            abi.encode(
+                keccak256(
+                    "OperatorConsent(bytes32 node,address owner,address operator,bytes32 pubkey,uint256 nonce,uint256 deadline)"
+                ),
+                node,
+                owner,
+                operator,
+                pubkey,
+                reg.nonces(operator),
+                deadline
+            )
+        );
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, keccak256(abi.encodePacked("\x19\x01", domain, structHash)));
+        return OperatorConsent.Consent(deadline, abi.encodePacked(r, s, v));
     }
 
+    /// `who` registers `name` naming `op`, with op's signed consent.
+    function _register(address who, string memory name) internal returns (bytes32) {
+        OperatorConsent.Consent memory c = _consent(OP_KEY, keccak256(bytes(name)), who, KEY, block.timestamp);
+        vm.prank(who);
+        return reg.registerWithConsent(name, op, "https://p.example", KEY, "eu-west,us-east", "ops@p.example", c);
+    }
+}
+
+contract RegistryTest is RegistryFixture {
     // ------------------------------------------------------------ names
 
     function test_register_storesRecordAndEnsReaders() public {
@@ -59,30 +106,33 @@ contract RegistryTest is Test {
     function test_register_rejectsBadNames() public {
         string[6] memory bad = ["", "Dev", "-dev", "dev-", "de v", "a.b"];
         for (uint256 i = 0; i < bad.length; ++i) {
-            vm.prank(alice);
+            vm.prank(op);
             vm.expectRevert(Registry.InvalidName.selector);
             reg.register(bad[i], op, "u", KEY, "", "");
         }
         // 64 characters is one too many for a DNS label.
-        vm.prank(alice);
+        vm.prank(op);
         vm.expectRevert(Registry.InvalidName.selector);
         reg.register("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", op, "u", KEY, "", "");
-        vm.prank(alice);
+        vm.prank(op);
         reg.register("a-1", op, "u", KEY, "", "");
     }
 
     function test_register_rejectsZeroOperator() public {
-        vm.prank(alice);
+        vm.prank(address(0));
         vm.expectRevert(Registry.ZeroAddress.selector);
         reg.register("dev", address(0), "u", KEY, "", "");
     }
 
     function test_setters_ownerOnly() public {
         bytes32 node = _register(alice, "dev");
+        // The operator publishes its own key; then bob consents to becoming the operator.
+        vm.prank(op);
+        reg.setPubkey(node, bytes32(uint256(1)));
+        OperatorConsent.Consent memory c = _consent(BOB_KEY, node, alice, bytes32(uint256(1)), block.timestamp);
         vm.startPrank(alice);
         reg.setUrl(node, "http://127.0.0.1:8080");
-        reg.setOperator(node, bob);
-        reg.setPubkey(node, bytes32(uint256(1)));
+        reg.setOperatorWithConsent(node, bob, c);
         reg.setRegions(node, "local");
         reg.setContact(node, "me");
         reg.setAttestation(node, "bafkqaaa");
@@ -101,8 +151,6 @@ contract RegistryTest is Test {
         vm.expectRevert(notOwner);
         reg.setOperator(node, bob);
         vm.expectRevert(notOwner);
-        reg.setPubkey(node, 0);
-        vm.expectRevert(notOwner);
         reg.setRegions(node, "x");
         vm.expectRevert(notOwner);
         reg.setContact(node, "x");
@@ -119,6 +167,8 @@ contract RegistryTest is Test {
         bytes32 unknown = keccak256("ghost");
         vm.expectRevert(abi.encodeWithSelector(Registry.UnknownName.selector, unknown));
         reg.setUrl(unknown, "x");
+        vm.expectRevert(abi.encodeWithSelector(Registry.UnknownName.selector, unknown));
+        reg.setPubkey(unknown, 0);
         vm.prank(alice);
         vm.expectRevert(Registry.ZeroAddress.selector);
         reg.setOperator(node, address(0));
@@ -126,8 +176,13 @@ contract RegistryTest is Test {
 
     function test_update_replacesFields() public {
         bytes32 node = _register(alice, "dev");
+        // Same operator and key: the owner alone may change the rest.
         vm.prank(alice);
-        reg.update(node, bob, "http://new", bytes32(uint256(7)), "r", "c");
+        reg.update(node, op, "http://same-op", KEY, "r0", "c0");
+        vm.assertEq(reg.text(node, "url"), "http://same-op");
+        OperatorConsent.Consent memory c = _consent(BOB_KEY, node, alice, bytes32(uint256(7)), block.timestamp);
+        vm.prank(alice);
+        reg.updateWithConsent(node, bob, "http://new", bytes32(uint256(7)), "r", "c", c);
         vm.assertEq(reg.addr(node), bob);
         vm.assertEq(reg.text(node, "url"), "http://new");
         vm.assertEq(reg.text(node, "regions"), "r");
@@ -140,8 +195,9 @@ contract RegistryTest is Test {
         bytes32 node = _register(alice, "dev");
         vm.expectEmit(true, true, true, true);
         emit Registry.Transferred(node, alice, bob);
+        OperatorConsent.Consent memory c = _consent(OP_KEY, node, bob, KEY, block.timestamp);
         vm.prank(alice);
-        reg.transfer(node, bob);
+        reg.transferWithConsent(node, bob, c);
         vm.assertEq(reg.record(node).owner, bob);
         vm.assertEq(reg.namesOwned(alice), 0);
         vm.assertEq(reg.namesOwned(bob), 1);
@@ -235,7 +291,7 @@ contract RegistryTest is Test {
     // ------------------------------------------------------------ escrow / reputation
 
     function test_setEscrow_onceByAdmin() public {
-        Registry r = new Registry(1);
+        Registry r = new Registry(1, 1);
         vm.prank(alice);
         vm.expectRevert(Registry.NotAdmin.selector);
         r.setEscrow(alice);
@@ -247,18 +303,30 @@ contract RegistryTest is Test {
         r.setEscrow(bob);
     }
 
-    function test_reportService_onlyEscrowAndMinimum() public {
+    function test_reportService_onlyEscrowAndMinimums() public {
         vm.prank(alice);
         vm.expectRevert(Registry.NotEscrow.selector);
-        reg.reportService(op, alice, 2 hours);
-        vm.prank(escrowAddr);
-        vm.assertFalse(reg.reportService(op, alice, 1 hours - 1));
+        reg.reportService(op, alice, 2 hours, MIN_VALUE, 1, true);
+        vm.startPrank(escrowAddr);
+        vm.assertFalse(reg.reportService(op, alice, MIN_PERIOD - 1, MIN_VALUE, 10, true), "period too short");
+        vm.assertFalse(reg.reportService(op, alice, MIN_PERIOD, MIN_VALUE - 1, 10, false), "too little value");
+        vm.assertFalse(reg.reportService(op, bob, 0, MIN_VALUE, 10, true), "no service period");
         vm.assertEq(reg.reputationOf(op), 0);
-        vm.prank(escrowAddr);
-        vm.assertTrue(reg.reportService(op, alice, 1 hours));
+        vm.expectEmit(true, true, false, true);
+        emit Registry.ReputationIncreased(op, alice, MIN_PERIOD, MIN_VALUE, 1);
+        vm.assertTrue(reg.reportService(op, alice, MIN_PERIOD, MIN_VALUE, 10, false));
+        // A report that paid nothing counts no value and no payer.
+        vm.assertFalse(reg.reportService(op, address(0xDEAD), 0, 0, 0, true));
+        vm.stopPrank();
         vm.assertEq(reg.reputationOf(op), 1);
+        vm.assertEq(reg.payersOf(op), 2, "alice and bob paid; 0xDEAD did not");
+        vm.assertEq(reg.valueRedeemedOf(op), 40);
         bytes32 node = _register(alice, "dev");
-        vm.assertEq(reg.record(node).reputation, 1, "record shows its operator's points");
+        Registry.Record memory r = reg.record(node);
+        vm.assertEq(r.reputation, 1, "record shows its operator's points");
+        vm.assertEq(r.payers, 2);
+        vm.assertEq(r.valueRedeemed, 40);
+        vm.assertEq(reg.record(keccak256("ghost")).valueRedeemed, 0);
     }
 
     function test_supportsInterface() public view {
@@ -278,7 +346,7 @@ contract RegistryTest is Test {
             b[i] = alphabet[uint8(seed[i]) % alphabet.length];
         }
         string memory name = string(b);
-        vm.prank(alice);
+        vm.prank(op);
         bytes32 node = reg.register(name, op, "u", KEY, "", "");
         vm.assertEq(node, keccak256(b));
         vm.assertEq(reg.record(node).name, name);

@@ -28,6 +28,7 @@ interface Vm {
     function assertTrue(bool) external pure;
     function assertTrue(bool, string calldata) external pure;
     function assertFalse(bool) external pure;
+    function assertFalse(bool, string calldata) external pure;
     function assertLe(uint256, uint256) external pure;
     function assertLe(uint256, uint256, string calldata) external pure;
     function assertGe(uint256, uint256) external pure;

@@ -1,12 +1,13 @@
 //! Settlement gas on a real anvil: N paid calls settled one transaction per call (the seeds'
 //! model: the provider calls `consume` on the escrow for every request; here the same
 //! on-chain work is one `redeem` per call) against one voucher per payer redeemed in a
-//! single `redeemBatch`.
+//! single `redeemBatch`. Billing is exact in both: each payer signs one prepaid voucher
+//! (twice what the calls cost) and the provider claims what the calls cost.
 
 use anyhow::Context;
 use clap::Args;
 use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, Anvil, AnvilOptions, Chain, EscrowClient, Token, Voucher,
+    dev_network, dev_signer, parse_usdc, Anvil, AnvilOptions, Chain, Claim, EscrowClient, Voucher,
     U256,
 };
 use serde_json::json;
@@ -57,20 +58,21 @@ pub async fn run(args: GasArgs) -> anyhow::Result<serde_json::Value> {
     }
     let price = U256::from(args.price);
 
-    // One transaction per call: call k of a payer redeems the voucher for k calls.
+    // One transaction per call: call k of the payer claims k calls on its prepaid voucher.
     let per_call = EscrowClient::new(&per_call_chain, d.escrow);
     let mut per_call_gas = 0u64;
     let mut first_tx_gas = 0u64;
+    let payer = dev_signer(0);
+    let prepaid = Voucher {
+        payer: payer.address(),
+        provider: per_call_provider.address(),
+        epoch: 0,
+        amount: price * U256::from(2 * args.calls),
+    }
+    .sign(&payer, d.chain_id, d.escrow)?;
     for k in 1..=args.calls {
-        let payer = dev_signer(0);
-        let v = Voucher {
-            payer: payer.address(),
-            provider: per_call_provider.address(),
-            epoch: 0,
-            amount: price * U256::from(k),
-        }
-        .sign(&payer, d.chain_id, d.escrow)?;
-        let tx = per_call.redeem(&v).await?;
+        let claim = Claim::new(prepaid.clone(), price * U256::from(k));
+        let tx = per_call.redeem(&claim).await?;
         let gas = per_call_chain.gas_used(tx).await?;
         if k == 1 {
             first_tx_gas = gas;
@@ -80,20 +82,21 @@ pub async fn run(args: GasArgs) -> anyhow::Result<serde_json::Value> {
 
     // Batched: the calls spread over `payers` payers, one cumulative voucher each, one tx.
     let per_payer = args.calls.div_ceil(args.payers as u64);
-    let vouchers = (0..args.payers)
+    let claims = (0..args.payers)
         .map(|i| {
             let payer = dev_signer(i);
-            Voucher {
+            let v = Voucher {
                 payer: payer.address(),
                 provider: batch_provider.address(),
                 epoch: 0,
-                amount: price * U256::from(per_payer),
+                amount: price * U256::from(2 * per_payer),
             }
-            .sign(&payer, d.chain_id, d.escrow)
+            .sign(&payer, d.chain_id, d.escrow)?;
+            Ok(Claim::new(v, price * U256::from(per_payer)))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, khachapuri_chain::ChainError>>()?;
     let batch = EscrowClient::new(&batch_chain, d.escrow);
-    let tx = batch.redeem_batch(&vouchers).await?;
+    let tx = batch.redeem_batch(&claims).await?;
     let batch_gas = batch_chain.gas_used(tx).await?;
     // One payer, one voucher for all the calls: the best case of prepaid vouchers.
     let single = {
@@ -106,22 +109,27 @@ pub async fn run(args: GasArgs) -> anyhow::Result<serde_json::Value> {
             payer: payer.address(),
             provider: batch_provider.address(),
             epoch: 0,
-            amount: price * U256::from(args.calls),
+            amount: price * U256::from(2 * args.calls),
         }
         .sign(&payer, d.chain_id, d.escrow)?;
-        let tx = batch.redeem_batch(&[v]).await?;
+        let tx = batch
+            .redeem_batch(&[Claim::new(v, price * U256::from(args.calls))])
+            .await?;
         batch_chain.gas_used(tx).await?
     };
-    // Sanity: both strategies moved the same value to their provider.
-    let minted = parse_usdc("1000")?;
-    let paid_per_call = Token::new(&per_call_chain, d.token)
-        .balance_of(per_call_provider.address())
-        .await?
-        - minted;
+    // Sanity: each strategy credited exactly what the calls cost (not the prepaid vouchers)
+    // to its provider's escrow balance.
+    let paid_per_call = per_call.balance_of(per_call_provider.address()).await?;
+    let expected = price * U256::from(args.calls);
     anyhow::ensure!(
-        paid_per_call == price * U256::from(args.calls),
-        "per-call strategy paid {paid_per_call}, expected {}",
-        price * U256::from(args.calls)
+        paid_per_call == expected,
+        "per-call strategy paid {paid_per_call}, expected {expected}"
+    );
+    let paid_batched = batch.balance_of(batch_provider.address()).await?;
+    let expected_batched = price * U256::from(per_payer * args.payers as u64 + args.calls);
+    anyhow::ensure!(
+        paid_batched == expected_batched,
+        "batched strategies paid {paid_batched}, expected {expected_batched}"
     );
     Ok(json!({
         "calls": args.calls,

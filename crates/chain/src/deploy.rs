@@ -16,24 +16,33 @@ pub struct DeployOptions {
     pub unlock_delay: u64,
     /// Seconds a channel must stay funded for a redeem to earn reputation.
     pub min_service_period: u64,
+    /// Token base units that must be redeemed in such a period to earn a point: what makes
+    /// reputation cost real money (dust channels earn nothing).
+    pub min_service_value: U256,
 }
 
 impl Default for DeployOptions {
-    /// Production-like: one day to unlock, one hour of service per reputation point.
+    /// Production-like: one day to unlock; a point per hour of service with at least
+    /// 1 USDC redeemed in it.
     fn default() -> Self {
         Self {
             unlock_delay: 24 * 3600,
             min_service_period: 3600,
+            min_service_value: U256::from(1_000_000u64),
         }
     }
 }
 
 impl DeployOptions {
-    /// Short delays for a local dev network (a user can unlock and reclaim in a minute).
+    /// Short delays for a local dev network (a user can unlock and reclaim in a minute), and
+    /// a minimum service value of 1000 base units (0.001 USDC): ten dev calls at the dev
+    /// price (0.0001 USDC a call) reach it, so reputation is demonstrable locally within a
+    /// minute, while a channel funded with dust (a few base units) never earns a point.
     pub fn dev() -> Self {
         Self {
             unlock_delay: 60,
             min_service_period: 60,
+            min_service_value: U256::from(1000u64),
         }
     }
 }
@@ -68,7 +77,11 @@ pub async fn deploy_all(chain: &Chain, options: DeployOptions) -> Result<Deploym
     let registry = chain
         .send(
             "deploy Registry",
-            Registry::deploy_builder(provider, options.min_service_period),
+            Registry::deploy_builder(
+                provider,
+                options.min_service_period,
+                options.min_service_value,
+            ),
         )
         .await?;
     let registry = deployed(registry.contract_address, "Registry")?;

@@ -30,6 +30,39 @@ impl ChannelState {
     }
 }
 
+/// A voucher and the cumulative amount its provider claims with it (exact billing: what the
+/// calls cost, at most the voucher's amount). The escrow pays
+/// `min(claim, amount, funds) - redeemed`, so the unconsumed prepaid part is never taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The payer's signed voucher (the credit limit).
+    pub voucher: SignedVoucher,
+    /// Cumulative base units claimed in the voucher's channel epoch.
+    pub amount: U256,
+}
+
+impl Claim {
+    /// A claim of `amount`, capped by the voucher (a claim above it could not pay more).
+    pub fn new(voucher: SignedVoucher, amount: U256) -> Self {
+        let amount = amount.min(voucher.voucher.amount);
+        Self { voucher, amount }
+    }
+
+    /// A claim of everything the voucher allows (tests and benchmarks of the cap itself).
+    pub fn full(voucher: SignedVoucher) -> Self {
+        let amount = voucher.voucher.amount;
+        Self { voucher, amount }
+    }
+
+    /// What the chain would pay for this claim now, given the voucher's channel state.
+    pub fn payable(&self, channel: &ChannelState) -> U256 {
+        self.amount
+            .min(self.voucher.voucher.amount)
+            .min(channel.funds)
+            .saturating_sub(channel.redeemed)
+    }
+}
+
 /// Client of the escrow at one address. State-changing calls need a [`Chain`] with a signer.
 #[derive(Clone, Debug)]
 pub struct EscrowClient {
@@ -151,40 +184,64 @@ impl EscrowClient {
         Ok(r.transaction_hash)
     }
 
-    /// Redeems one voucher (the signer must be its provider). Returns the tx hash.
-    pub async fn redeem(&self, voucher: &SignedVoucher) -> Result<B256> {
-        let call = self
-            .instance
-            .redeem(voucher.voucher.to_sol(), voucher.signature.clone().into());
+    /// Redeems one voucher for its claim (the signer must be its provider); the escrow
+    /// credits what it pays to the provider's free balance ([`Self::withdraw`] takes it out).
+    /// Returns the tx hash.
+    pub async fn redeem(&self, claim: &Claim) -> Result<B256> {
+        let v = &claim.voucher;
+        let call =
+            self.instance
+                .redeem(v.voucher.to_sol(), v.signature.clone().into(), claim.amount);
         let r = self.chain.send("redeem", call).await?;
         Ok(r.transaction_hash)
     }
 
-    /// Simulates redeeming `vouchers` with `eth_call`: how much a batch would pay now, or the
+    /// Simulates redeeming `claims` with `eth_call`: how much a batch would pay now, or the
     /// revert that a real batch would hit (so settlement can drop a bad voucher first).
-    pub async fn simulate_redeem_batch(&self, vouchers: &[SignedVoucher]) -> Result<U256> {
-        let (vs, sigs) = split(vouchers);
-        let mut call = self.instance.redeemBatch(vs, sigs);
+    pub async fn simulate_redeem_batch(&self, claims: &[Claim]) -> Result<U256> {
+        let (vs, sigs, amounts) = split(claims);
+        let mut call = self.instance.redeemBatch(vs, sigs, amounts);
         if let Some(me) = self.chain.address() {
             call = call.from(me);
         }
         self.chain.view("redeemBatch", call).await
     }
 
-    /// Redeems many vouchers in one transaction (all must be valid, or it reverts).
-    pub async fn redeem_batch(&self, vouchers: &[SignedVoucher]) -> Result<B256> {
-        let (vs, sigs) = split(vouchers);
+    /// Redeems many claims in one transaction (all vouchers must be valid, or it reverts);
+    /// the total is credited to the provider's free balance.
+    pub async fn redeem_batch(&self, claims: &[Claim]) -> Result<B256> {
+        let (vs, sigs, amounts) = split(claims);
         let r = self
             .chain
-            .send("redeemBatch", self.instance.redeemBatch(vs, sigs))
+            .send("redeemBatch", self.instance.redeemBatch(vs, sigs, amounts))
             .await?;
         Ok(r.transaction_hash)
     }
+
+    /// Value redeemed in the channel's current service period (what reputation counts).
+    pub async fn period_value(&self, payer: Address, provider: Address) -> Result<U256> {
+        self.chain
+            .view("periodValue", self.instance.periodValue(payer, provider))
+            .await
+    }
 }
 
-fn split(vouchers: &[SignedVoucher]) -> (Vec<Escrow::Voucher>, Vec<alloy::primitives::Bytes>) {
-    vouchers
-        .iter()
-        .map(|v| (v.voucher.to_sol(), v.signature.clone().into()))
-        .unzip()
+type Split = (
+    Vec<Escrow::Voucher>,
+    Vec<alloy::primitives::Bytes>,
+    Vec<U256>,
+);
+
+fn split(claims: &[Claim]) -> Split {
+    let mut out: Split = (
+        Vec::with_capacity(claims.len()),
+        Vec::with_capacity(claims.len()),
+        Vec::with_capacity(claims.len()),
+    );
+    for c in claims {
+        out.0.push(c.voucher.voucher.to_sol());
+        out.1.push(c.voucher.signature.clone().into());
+        out.2.push(c.amount);
+    }
+    out
 }

@@ -30,10 +30,13 @@ pub use anvil::{dev_signer, find_tool, Anvil, AnvilOptions, DEV_KEYS};
 pub use client::Chain;
 pub use deploy::{deploy_all, dev_channel, dev_network, mint_to, DeployOptions, Deployment};
 pub use error::{ChainError, Result};
-pub use escrow::{ChannelState, EscrowClient};
+pub use escrow::{ChannelState, Claim, EscrowClient};
 pub use events::{watch, ChainEvent, EscrowEvent, EventPoller, RegistryEvent};
 pub use receipt::{call_hash, ReceiptClaim};
-pub use registry::{node_of, PricingTable, ProviderRecord, Registration, RegistryClient};
+pub use registry::{
+    consent_domain, node_of, Consent, OperatorConsent, PricingTable, ProviderRecord, Registration,
+    RegistryClient,
+};
 pub use spec_sig::{sign_spec, verify_spec};
 pub use token::Token;
 pub use voucher::{voucher_domain, SignedVoucher, Voucher};

@@ -1,14 +1,47 @@
 //! Typed client of the `Registry` contract: provider names and records, pricing tables,
 //! reputation.
 
-use alloy::primitives::{keccak256, Address, B256, U256};
+use std::borrow::Cow;
+
+use alloy::primitives::{keccak256, Address, Bytes, B256, U256};
 use alloy::providers::DynProvider;
-use alloy::sol_types::SolEvent;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::SignerSync;
+use alloy::sol_types::{Eip712Domain, SolEvent, SolStruct};
 use serde::Serialize;
 
 use crate::bindings::Registry::{self, RegistryInstance};
 use crate::client::Chain;
 use crate::error::{ChainError, Result};
+
+/// An operator's consent as the registry takes it: the deadline and the EIP-712 signature.
+pub use crate::bindings::OperatorConsent::Consent;
+
+alloy::sol! {
+    /// What an operator signs to let `owner` point `node` at it with `pubkey` (EIP-712,
+    /// see `OperatorConsent.sol`); `nonce` is the operator's current registry nonce.
+    #[derive(Debug, PartialEq, Eq)]
+    struct OperatorConsent {
+        bytes32 node;
+        address owner;
+        address operator;
+        bytes32 pubkey;
+        uint256 nonce;
+        uint256 deadline;
+    }
+}
+
+/// EIP-712 domain of the registry at `registry` on `chain_id`: a consent signed for one
+/// registry or chain is worthless on any other.
+pub fn consent_domain(chain_id: u64, registry: Address) -> Eip712Domain {
+    Eip712Domain::new(
+        Some(Cow::Borrowed("Khachapuri Registry")),
+        Some(Cow::Borrowed("1")),
+        Some(U256::from(chain_id)),
+        Some(registry),
+        None,
+    )
+}
 
 /// The registry node of a name: `keccak256(bytes(name))` (what `addr`/`text` take).
 pub fn node_of(name: &str) -> B256 {
@@ -40,6 +73,10 @@ pub struct ProviderRecord {
     pub pricing_table: U256,
     /// Reputation points of the operator.
     pub reputation: U256,
+    /// Distinct payers that paid the operator through the escrow.
+    pub payers: U256,
+    /// Total value (base units) the operator redeemed through the escrow.
+    pub value_redeemed: U256,
 }
 
 /// A pricing table; prices are token base units × 1e6 (1 = a millionth of a base unit).
@@ -97,7 +134,9 @@ impl RegistryClient {
         *self.instance.address()
     }
 
-    /// Claims a name with its record; returns the node.
+    /// Claims a name with its record; returns the node. The signer must be the operator
+    /// (the registry refuses a record naming an operator that did not consent); an owner
+    /// that is not uses [`Self::register_with_consent`].
     pub async fn register(&self, reg: &Registration) -> Result<B256> {
         let call = self.instance.register(
             reg.name.clone(),
@@ -109,6 +148,81 @@ impl RegistryClient {
         );
         self.chain.send("register", call).await?;
         Ok(node_of(&reg.name))
+    }
+
+    /// Claims a name for the signer (the owner) naming another operator, with the operator's
+    /// signed consent (see [`Self::sign_consent`]); returns the node.
+    pub async fn register_with_consent(
+        &self,
+        reg: &Registration,
+        consent: &Consent,
+    ) -> Result<B256> {
+        let call = self.instance.registerWithConsent(
+            reg.name.clone(),
+            reg.operator,
+            reg.url.clone(),
+            reg.pubkey.into(),
+            reg.regions.join(","),
+            reg.contact.clone(),
+            consent.clone(),
+        );
+        self.chain.send("registerWithConsent", call).await?;
+        Ok(node_of(&reg.name))
+    }
+
+    /// The operator's current consent nonce (each consent uses one up).
+    pub async fn consent_nonce(&self, operator: Address) -> Result<U256> {
+        self.chain
+            .view("nonces", self.instance.nonces(operator))
+            .await
+    }
+
+    /// The registry's own EIP-712 digest of a consent (to cross-check off-chain hashing).
+    pub async fn consent_digest(
+        &self,
+        name: &str,
+        owner: Address,
+        operator: Address,
+        pubkey: [u8; 32],
+        deadline: U256,
+    ) -> Result<B256> {
+        let call =
+            self.instance
+                .consentDigest(node_of(name), owner, operator, pubkey.into(), deadline);
+        self.chain.view("consentDigest", call).await
+    }
+
+    /// Signs, as `operator` (its key), consent for `owner` to point `name` at it with
+    /// `pubkey` until `deadline` (unix seconds), for the operator's current nonce. The digest
+    /// is computed here, never taken from the RPC, so a node cannot be tricked into signing
+    /// something else.
+    pub async fn sign_consent(
+        &self,
+        operator: &PrivateKeySigner,
+        name: &str,
+        owner: Address,
+        pubkey: [u8; 32],
+        deadline: u64,
+    ) -> Result<Consent> {
+        let operator_address = operator.address();
+        let nonce = self.consent_nonce(operator_address).await?;
+        let consent = OperatorConsent {
+            node: node_of(name),
+            owner,
+            operator: operator_address,
+            pubkey: pubkey.into(),
+            nonce,
+            deadline: U256::from(deadline),
+        };
+        let hash =
+            consent.eip712_signing_hash(&consent_domain(self.chain.chain_id(), self.address()));
+        let sig = operator
+            .sign_hash_sync(&hash)
+            .map_err(|e| ChainError::BadSignature(e.to_string()))?;
+        Ok(Consent {
+            deadline: U256::from(deadline),
+            signature: Bytes::from(sig.as_bytes().to_vec()),
+        })
     }
 
     /// Replaces the record of a name the signer owns.
@@ -187,6 +301,8 @@ impl RegistryClient {
             attestation: r.attestation,
             pricing_table: r.pricingTable,
             reputation: r.reputation,
+            payers: r.payers,
+            value_redeemed: r.valueRedeemed,
         }))
     }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use alloy::providers::Provider;
 use khachapuri_chain::{
-    deploy_all, dev_signer, find_tool, node_of, parse_usdc, Address, Anvil, Chain, ChainError,
-    DeployOptions, EscrowClient, EscrowEvent, EventPoller, Registration, RegistryClient,
-    SignedVoucher, Token, Voucher, DEV_KEYS, U256,
+    consent_domain, deploy_all, dev_signer, find_tool, node_of, parse_usdc, Address, Anvil, Chain,
+    ChainError, Claim, DeployOptions, EscrowClient, EscrowEvent, EventPoller, OperatorConsent,
+    Registration, RegistryClient, SignedVoucher, Token, Voucher, DEV_KEYS, U256,
 };
 
 /// Signs EIP-712 typed data with cast and returns the 65-byte signature.
@@ -140,18 +140,40 @@ async fn cast_signed_voucher_redeems_and_foreign_vouchers_revert() {
     );
 
     let provider_escrow = EscrowClient::new(&provider_chain, net.escrow);
-    provider_escrow.redeem(&signed).await.expect("redeem");
+    // Exact billing: the voucher allows 1.25, the calls cost 1.0; the provider gets 1.0,
+    // credited to its escrow balance (no token moves at redeem).
+    let exact = Claim::new(signed.clone(), parse_usdc("1").unwrap());
+    provider_escrow.redeem(&exact).await.expect("redeem");
     assert_eq!(
-        token.balance_of(provider).await.unwrap(),
+        provider_escrow.balance_of(provider).await.unwrap(),
+        parse_usdc("1").unwrap()
+    );
+    assert_eq!(token.balance_of(provider).await.unwrap(), U256::ZERO);
+    let ch = provider_escrow.channel(payer, provider).await.unwrap();
+    assert_eq!(ch.redeemed, parse_usdc("1").unwrap());
+    assert!(exact.payable(&ch).is_zero(), "the claim is settled");
+    // A claim above the voucher is capped by it.
+    let too_much = Claim::new(signed.clone(), parse_usdc("9").unwrap());
+    assert_eq!(too_much.amount, parse_usdc("1.25").unwrap());
+    assert_eq!(too_much.payable(&ch), parse_usdc("0.25").unwrap());
+    provider_escrow
+        .redeem(&too_much)
+        .await
+        .expect("redeem rest");
+    assert_eq!(
+        provider_escrow.balance_of(provider).await.unwrap(),
         parse_usdc("1.25").unwrap()
     );
     let ch = provider_escrow.channel(payer, provider).await.unwrap();
     assert_eq!(ch.redeemed, parse_usdc("1.25").unwrap());
     assert_eq!(ch.remaining(), parse_usdc("3.75").unwrap());
     // Replaying pays nothing and does not fail.
-    provider_escrow.redeem(&signed).await.expect("replay");
+    provider_escrow
+        .redeem(&Claim::full(signed.clone()))
+        .await
+        .expect("replay");
     assert_eq!(
-        token.balance_of(provider).await.unwrap(),
+        provider_escrow.balance_of(provider).await.unwrap(),
         parse_usdc("1.25").unwrap()
     );
 
@@ -162,13 +184,19 @@ async fn cast_signed_voucher_redeems_and_foreign_vouchers_revert() {
     // Another chain id.
     let foreign_chain = cast_voucher(bigger, 1, net.escrow, DEV_KEYS[1]);
     reverted_with(
-        provider_escrow.redeem(&foreign_chain).await.unwrap_err(),
+        provider_escrow
+            .redeem(&Claim::full(foreign_chain.clone()))
+            .await
+            .unwrap_err(),
         "BadSignature",
     );
     // Another escrow.
     let foreign_escrow = cast_voucher(bigger, 31337, Address::repeat_byte(0x42), DEV_KEYS[1]);
     reverted_with(
-        provider_escrow.redeem(&foreign_escrow).await.unwrap_err(),
+        provider_escrow
+            .redeem(&Claim::full(foreign_escrow.clone()))
+            .await
+            .unwrap_err(),
         "BadSignature",
     );
     // Another epoch.
@@ -179,7 +207,10 @@ async fn cast_signed_voucher_redeems_and_foreign_vouchers_revert() {
         DEV_KEYS[1],
     );
     reverted_with(
-        provider_escrow.redeem(&foreign_epoch).await.unwrap_err(),
+        provider_escrow
+            .redeem(&Claim::full(foreign_epoch.clone()))
+            .await
+            .unwrap_err(),
         "WrongEpoch",
     );
     // Another provider: made out to account 3, presented by account 2.
@@ -194,25 +225,34 @@ async fn cast_signed_voucher_redeems_and_foreign_vouchers_revert() {
         DEV_KEYS[1],
     );
     reverted_with(
-        provider_escrow.redeem(&foreign_provider).await.unwrap_err(),
+        provider_escrow
+            .redeem(&Claim::full(foreign_provider.clone()))
+            .await
+            .unwrap_err(),
         "NotProvider",
     );
     // ...and with the provider field rewritten, the signature no longer matches.
     let mut swapped = foreign_provider.clone();
     swapped.voucher.provider = provider;
     reverted_with(
-        provider_escrow.redeem(&swapped).await.unwrap_err(),
+        provider_escrow
+            .redeem(&Claim::full(swapped.clone()))
+            .await
+            .unwrap_err(),
         "BadSignature",
     );
     // Signed by someone other than the payer.
     let forged = cast_voucher(bigger, 31337, net.escrow, DEV_KEYS[3]);
     reverted_with(
-        provider_escrow.redeem(&forged).await.unwrap_err(),
+        provider_escrow
+            .redeem(&Claim::full(forged.clone()))
+            .await
+            .unwrap_err(),
         "BadSignature",
     );
     // None of that moved money.
     assert_eq!(
-        token.balance_of(provider).await.unwrap(),
+        provider_escrow.balance_of(provider).await.unwrap(),
         parse_usdc("1.25").unwrap()
     );
 
@@ -220,22 +260,34 @@ async fn cast_signed_voucher_redeems_and_foreign_vouchers_revert() {
     let good = cast_voucher(bigger, 31337, net.escrow, DEV_KEYS[1]);
     assert_eq!(
         provider_escrow
-            .simulate_redeem_batch(std::slice::from_ref(&good))
+            .simulate_redeem_batch(&[Claim::full(good.clone())])
             .await
             .unwrap(),
         parse_usdc("0.75").unwrap()
     );
     reverted_with(
         provider_escrow
-            .simulate_redeem_batch(&[good.clone(), foreign_epoch.clone()])
+            .simulate_redeem_batch(&[
+                Claim::full(good.clone()),
+                Claim::full(foreign_epoch.clone()),
+            ])
             .await
             .unwrap_err(),
         "WrongEpoch",
     );
     provider_escrow
-        .redeem_batch(std::slice::from_ref(&good))
+        .redeem_batch(&[Claim::full(good.clone())])
         .await
         .expect("batch");
+    assert_eq!(
+        provider_escrow.balance_of(provider).await.unwrap(),
+        parse_usdc("2").unwrap()
+    );
+    // The provider takes its earnings out with the ordinary withdraw.
+    provider_escrow
+        .withdraw(parse_usdc("2").unwrap())
+        .await
+        .expect("provider withdraw");
     assert_eq!(
         token.balance_of(provider).await.unwrap(),
         parse_usdc("2").unwrap()
@@ -266,7 +318,10 @@ async fn cast_signed_voucher_redeems_and_foreign_vouchers_revert() {
         .await
         .unwrap();
     reverted_with(
-        provider_escrow.redeem(&good).await.unwrap_err(),
+        provider_escrow
+            .redeem(&Claim::full(good.clone()))
+            .await
+            .unwrap_err(),
         "WrongEpoch",
     );
     payer_escrow
@@ -307,6 +362,8 @@ async fn cast_signed_voucher_redeems_and_foreign_vouchers_revert() {
             "Funded",
             "Redeemed",
             "Redeemed",
+            "Redeemed",
+            "Withdrawn",
             "UnlockRequested",
             "Reclaimed",
             "Funded",
@@ -330,9 +387,56 @@ async fn registry_records_tables_and_ens_readers() {
         regions: vec!["local".into(), "eu-west".into()],
         contact: "dev@localhost".into(),
     };
-    let node = reg.register(&registration).await.expect("register");
+    // Account 4 may not name account 5 as its operator without 5's consent...
+    reverted_with(
+        reg.register(&registration).await.unwrap_err(),
+        "OperatorConsentRequired",
+    );
+    // ...which 5 signs (our EIP-712 hashing agrees with the contract's)...
+    let deadline = u64::MAX / 2;
+    let consent = reg
+        .sign_consent(
+            &dev_signer(5),
+            "dev",
+            dev_signer(4).address(),
+            [7u8; 32],
+            deadline,
+        )
+        .await
+        .expect("sign consent");
+    let local = OperatorConsent {
+        node: node_of("dev"),
+        owner: dev_signer(4).address(),
+        operator,
+        pubkey: [7u8; 32].into(),
+        nonce: U256::ZERO,
+        deadline: U256::from(deadline),
+    };
+    use alloy::sol_types::SolStruct;
+    assert_eq!(
+        reg.consent_digest(
+            "dev",
+            dev_signer(4).address(),
+            operator,
+            [7u8; 32],
+            U256::from(deadline)
+        )
+        .await
+        .unwrap(),
+        local.eip712_signing_hash(&consent_domain(31337, net.registry))
+    );
+    let node = reg
+        .register_with_consent(&registration, &consent)
+        .await
+        .expect("register with consent");
     assert_eq!(node, node_of("dev"));
-    reverted_with(reg.register(&registration).await.unwrap_err(), "NameTaken");
+    assert_eq!(reg.consent_nonce(operator).await.unwrap(), U256::from(1));
+    reverted_with(
+        reg.register_with_consent(&registration, &consent)
+            .await
+            .unwrap_err(),
+        "NameTaken",
+    );
 
     let reader = RegistryClient::new(&net.deployer, net.registry);
     assert_eq!(
@@ -408,6 +512,22 @@ async fn registry_records_tables_and_ens_readers() {
     reverted_with(stranger.update(&updated).await.unwrap_err(), "NotOwner");
     reg.drop_name("dev").await.expect("drop");
     assert!(reader.resolve("dev").await.unwrap().is_none());
+    // The used consent cannot be replayed to claim the name again.
+    reverted_with(
+        reg.register_with_consent(&registration, &consent)
+            .await
+            .unwrap_err(),
+        "BadConsent",
+    );
+    // The operator registering for itself needs no signature.
+    let op_reg = RegistryClient::new(&as_account(&net, 5).await, net.registry);
+    op_reg
+        .register(&registration)
+        .await
+        .expect("operator registers");
+    let rec = reader.resolve("dev").await.unwrap().expect("record");
+    assert_eq!((rec.owner, rec.operator), (operator, operator));
+    assert_eq!((rec.payers, rec.value_redeemed), (U256::ZERO, U256::ZERO));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,11 +16,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use khachapuri_chain::{Address, SignedVoucher, U256};
+use khachapuri_chain::{Address, Claim, SignedVoucher, U256};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{PaymentError, Result};
-use crate::pricing::{base_to_micro, micro_to_base_ceil};
+use crate::pricing::micro_to_base_ceil;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (
@@ -36,84 +36,9 @@ CREATE TABLE IF NOT EXISTS channels (
 );
 ";
 
-/// Permission to run one call: `amount` micro-units are held against the channel until
-/// [`Ledger::settle_reservation`] charges the actual cost and releases the rest. Not
-/// `Clone`: it is settled exactly once.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Reservation {
-    payer: Address,
-    epoch: u64,
-    amount: U256,
-}
-
-impl Reservation {
-    /// Who pays.
-    pub fn payer(&self) -> Address {
-        self.payer
-    }
-    /// Channel epoch.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-    /// Micro-units held (the call's maximum cost).
-    pub fn amount(&self) -> U256 {
-        self.amount
-    }
-}
-
-/// One channel as the ledger sees it (for 402 bodies, receipts and `provider status`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelRow {
-    /// The best voucher seen.
-    pub best: SignedVoucher,
-    /// Micro-units charged so far.
-    pub consumed: U256,
-    /// Micro-units held by calls in flight.
-    pub reserved: U256,
-    /// Base units settlement confirmed on chain.
-    pub redeemed: U256,
-    /// Whether the channel's epoch is over (nothing more can be redeemed).
-    pub closed: bool,
-}
-
-impl ChannelRow {
-    /// Micro-units the payer has authorized (best voucher amount).
-    pub fn authorized_micro(&self) -> U256 {
-        base_to_micro(self.best.voucher.amount)
-    }
-    /// Micro-units still available for new calls.
-    pub fn available(&self) -> U256 {
-        self.authorized_micro()
-            .saturating_sub(self.consumed)
-            .saturating_sub(self.reserved)
-    }
-}
-
-/// Totals for `provider status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LedgerStatus {
-    /// Micro-units charged for calls served.
-    pub earned_micro: U256,
-    /// `earned_micro` in base units, rounded up.
-    pub earned: U256,
-    /// Sum of the best vouchers (base units): what payers authorized.
-    pub authorized: U256,
-    /// Base units settlement confirmed on chain.
-    pub redeemed: U256,
-    /// Base units held in signed vouchers of open channels and not yet redeemed.
-    pub pending: U256,
-}
-
-/// What a settled call cost (for the `Khachapuri-Receipt` header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Charge {
-    /// Micro-units charged for this call.
-    pub cost: U256,
-    /// Micro-units consumed in the channel after this call.
-    pub consumed: U256,
-    /// Micro-units authorized by the best voucher.
-    pub authorized: U256,
-}
+#[path = "ledger_rows.rs"]
+mod rows;
+pub use rows::{claimable, ChannelRow, Charge, LedgerStatus, Reservation};
 
 /// The in-memory side of the ledger, behind its own lock so the hot path of a prepaid call
 /// never waits for another thread's SQLite I/O (that lock is only ever held for a few
@@ -447,8 +372,9 @@ impl Ledger {
     /// Why this is safe: vouchers, the payer's commitments and what settlement redeems,
     /// are still fsync'd before their call runs. `consumed` is the provider's own
     /// bookkeeping for admission; a crash between flushes forgets at most the charges of
-    /// that interval, which only lets the payer's prepaid part stretch a little further. It
-    /// can never make settlement claim more than a voucher.
+    /// that interval, which only lets the payer's prepaid part stretch a little further (and
+    /// settlement, which claims what was consumed, under-claims them). It can never make
+    /// settlement claim more than the calls cost or a voucher allows.
     pub fn settle_reservation_cached(
         &self,
         res: &Reservation,
@@ -525,12 +451,15 @@ impl Ledger {
         Ok(latest)
     }
 
-    /// The best voucher of every open channel whose amount is above what was redeemed:
-    /// what settlement should submit.
-    pub fn unredeemed(&self) -> Result<Vec<SignedVoucher>> {
+    /// What settlement should submit: for every open channel whose calls consumed more than
+    /// was redeemed, its best voucher with the claim [`claimable`] (consumed rounded up to a
+    /// base unit, capped by the voucher). Flushes write-behind charges first, so calls
+    /// served in the last flush interval are claimed too.
+    pub fn claims(&self) -> Result<Vec<Claim>> {
+        self.flush()?;
         let conn = self.db();
         let mut stmt =
-            conn.prepare("SELECT voucher, amount, redeemed FROM channels WHERE closed = 0")?;
+            conn.prepare("SELECT voucher, consumed, redeemed FROM channels WHERE closed = 0")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -540,9 +469,11 @@ impl Ledger {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (voucher, amount, redeemed) = row?;
-            if num(&amount)? > num(&redeemed)? {
-                out.push(voucher_of(&voucher)?);
+            let (voucher, consumed, redeemed) = row?;
+            let voucher = voucher_of(&voucher)?;
+            let claim = claimable(&voucher, num(&consumed)?);
+            if claim > num(&redeemed)? {
+                out.push(Claim::new(voucher, claim));
             }
         }
         Ok(out)
@@ -612,7 +543,9 @@ impl Ledger {
             s.earned_micro += consumed;
             s.redeemed += redeemed;
             if !closed {
-                s.pending += amount.saturating_sub(redeemed);
+                s.pending += micro_to_base_ceil(consumed)
+                    .min(amount)
+                    .saturating_sub(redeemed);
             }
         }
         s.earned = micro_to_base_ceil(s.earned_micro);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use khachapuri_chain::{dev_signer, Voucher};
 
 use super::*;
+use crate::pricing::base_to_micro;
 
 const ESCROW: Address = Address::repeat_byte(0xEE);
 
@@ -48,7 +49,8 @@ fn survives_an_unclean_shutdown() {
     assert_eq!(row.best, v);
     assert_eq!(row.consumed, U256::from(1000));
     assert_eq!(row.reserved, U256::ZERO);
-    assert_eq!(ledger.unredeemed().unwrap(), vec![v]);
+    // 1000 micro-units consumed: the claim is one whole base unit, not the 500 prepaid.
+    assert_eq!(ledger.claims().unwrap(), vec![Claim::new(v, U256::from(1))]);
 }
 
 #[test]
@@ -121,7 +123,7 @@ fn never_consumes_beyond_the_best_voucher() {
     // A closed channel admits nothing.
     ledger.close(payer, 3).unwrap();
     assert!(ledger.try_consume(payer, 3, U256::from(1)).is_err());
-    assert!(ledger.unredeemed().unwrap().is_empty());
+    assert!(ledger.claims().unwrap().is_empty());
 }
 
 #[test]
@@ -155,7 +157,7 @@ fn concurrent_reservations_cannot_overspend() {
 }
 
 #[test]
-fn redeemed_status_and_unredeemed() {
+fn claims_are_what_was_consumed_rounded_up() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
     let a = voucher(1, 0, 300);
@@ -168,30 +170,52 @@ fn redeemed_status_and_unredeemed() {
     ledger
         .settle_reservation(res, U256::from(2_500_001))
         .unwrap();
-    let mut un = ledger.unredeemed().unwrap();
-    un.sort_by_key(|v| v.voucher.amount);
-    assert_eq!(un, vec![b.clone(), a.clone()]);
+    // Only a's calls cost anything: 2.500001 base units, claimed as 3; b's prepay is not owed.
+    assert_eq!(
+        ledger.claims().unwrap(),
+        vec![Claim::new(a.clone(), U256::from(3))]
+    );
     let s = ledger.status().unwrap();
     assert_eq!(s.earned_micro, U256::from(2_500_001));
     assert_eq!(s.earned, U256::from(3));
     assert_eq!(s.authorized, U256::from(350));
-    assert_eq!((s.redeemed, s.pending), (U256::ZERO, U256::from(350)));
+    assert_eq!((s.redeemed, s.pending), (U256::ZERO, U256::from(3)));
+
+    // Charges written behind (the hot path) are claimed too: `claims` flushes first.
+    let res = ledger.try_consume(b.voucher.payer, 0, micro(20)).unwrap();
+    ledger.settle_reservation_cached(&res, micro(20)).unwrap();
+    let mut claims = ledger.claims().unwrap();
+    claims.sort_by_key(|c| c.amount);
+    assert_eq!(
+        claims,
+        vec![
+            Claim::new(a.clone(), U256::from(3)),
+            Claim::new(b.clone(), U256::from(20))
+        ]
+    );
 
     ledger
-        .mark_redeemed(a.voucher.payer, 0, U256::from(300))
+        .mark_redeemed(a.voucher.payer, 0, U256::from(3))
         .unwrap();
     ledger
-        .mark_redeemed(a.voucher.payer, 0, U256::from(10))
+        .mark_redeemed(a.voucher.payer, 0, U256::from(1))
         .unwrap(); // never lowers
     ledger
-        .mark_redeemed(b.voucher.payer, 0, U256::from(20))
+        .mark_redeemed(b.voucher.payer, 0, U256::from(5))
         .unwrap();
-    assert_eq!(ledger.unredeemed().unwrap(), vec![b.clone()]);
+    assert_eq!(
+        ledger.claims().unwrap(),
+        vec![Claim::new(b.clone(), U256::from(20))]
+    );
     let s = ledger.status().unwrap();
-    assert_eq!((s.redeemed, s.pending), (U256::from(320), U256::from(30)));
-    // A better voucher makes the channel redeemable again.
+    assert_eq!((s.redeemed, s.pending), (U256::from(8), U256::from(15)));
+    // A better voucher alone makes nothing claimable: no call consumed it.
     ledger.record_voucher(&voucher(1, 0, 400)).unwrap();
-    assert_eq!(ledger.unredeemed().unwrap().len(), 2);
+    assert_eq!(ledger.claims().unwrap().len(), 1);
+    // The claim never exceeds the voucher, whatever was consumed.
+    assert_eq!(claimable(&b, micro(1_000)), U256::from(50));
+    assert_eq!(claimable(&b, U256::from(1)), U256::from(1));
+    assert_eq!(claimable(&b, U256::ZERO), U256::ZERO);
 }
 
 #[test]
@@ -302,7 +326,10 @@ fn memory_charges_reach_disk_on_flush_and_a_crash_forgets_only_them() {
     let row = reopened.channel(payer, 0).unwrap().unwrap();
     assert_eq!(row.best, v);
     assert_eq!(row.consumed, micro(5));
-    assert_eq!(reopened.unredeemed().unwrap(), vec![v]);
+    assert_eq!(
+        reopened.claims().unwrap(),
+        vec![Claim::new(v, U256::from(5))]
+    );
     // A clean drop flushes.
     let res = reopened.try_consume(payer, 0, micro(10)).unwrap();
     reopened.settle_reservation_cached(&res, micro(4)).unwrap();

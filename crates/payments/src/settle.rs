@@ -1,16 +1,19 @@
-//! Batched on-chain settlement: redeem the best voucher of every channel with unredeemed
-//! value in one `redeemBatch`, then record what the chain confirms.
+//! Batched on-chain settlement: for every channel whose calls consumed more than was
+//! redeemed, claim what they cost with its best voucher, in one `redeemBatch`, then record
+//! what the chain confirms.
 //!
-//! It only ever submits vouchers the payers signed, and the escrow pays at most
-//! `min(amount, funds) - redeemed` per voucher, so settlement can never claim more than a
-//! voucher allows; re-submitting after a lost answer pays nothing twice, which is what makes
-//! retrying through RPC outages safe.
+//! Exact billing: the claim is the ledger's consumed amount for that (payer, epoch), rounded
+//! up to a base unit and capped by the voucher, never the unconsumed prepaid part. It only
+//! ever submits vouchers the payers signed, and the escrow pays at most
+//! `min(claim, amount, funds) - redeemed` per voucher, so settlement can never take more than
+//! the calls cost or a voucher allows; re-submitting after a lost answer pays nothing twice,
+//! which is what makes retrying through RPC outages safe.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use khachapuri_chain::bindings::Escrow::EscrowEvents;
-use khachapuri_chain::{Address, ChainError, EscrowClient, SignedVoucher, B256, U256};
+use khachapuri_chain::{Address, ChainError, Claim, EscrowClient, B256, U256};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -111,20 +114,21 @@ impl Settler {
         self
     }
 
-    /// One settlement round: collects unredeemed vouchers, drops those the chain can no
-    /// longer pay (closed epoch, nothing left to take), simulates, sends `redeemBatch`, and
-    /// marks what the chain then shows as redeemed. Submits nothing when nothing is owed.
+    /// One settlement round: flushes the ledger and collects the claims of every channel
+    /// whose consumption is not yet redeemed, drops those the chain can no longer pay (closed
+    /// epoch, nothing left to take), simulates, sends `redeemBatch`, and marks what the
+    /// chain then shows as redeemed. Submits nothing when nothing is owed.
     pub async fn settle_once(&self) -> Result<SettleReport> {
         let me = self.escrow.chain().address().ok_or(ChainError::NoSigner)?;
-        let vouchers = self.ledger.run_blocking(|l| l.unredeemed()).await?;
+        let claims = self.ledger.run_blocking(|l| l.claims()).await?;
         let mut candidates = Vec::new();
-        for v in vouchers {
-            if v.voucher.provider != me {
-                warn!(provider = %v.voucher.provider, "ledger holds a voucher for another provider; skipped");
+        for c in claims {
+            if c.voucher.voucher.provider != me {
+                warn!(provider = %c.voucher.voucher.provider, "ledger holds a voucher for another provider; skipped");
                 continue;
             }
-            if self.owed(&v, me).await? {
-                candidates.push(v);
+            if self.owed(&c, me).await? {
+                candidates.push(c);
             }
         }
         let mut report = SettleReport::default();
@@ -147,22 +151,22 @@ impl Settler {
                 .backoff
                 .retry("redeemBatch", || self.escrow.redeem_batch(&batch))
                 .await?;
-            info!(vouchers = batch.len(), %paid, %tx, "redeemed a batch of vouchers");
+            info!(vouchers = batch.len(), %paid, %tx, "redeemed a batch of claims");
             report.submitted += batch.len();
             report.paid += paid;
             report.txs.push(tx);
-            for v in &batch {
-                self.owed(v, me).await?;
+            for c in &batch {
+                self.owed(c, me).await?;
             }
         }
         Ok(report)
     }
 
-    /// Reads the channel of `v` and updates the ledger from it; whether the chain would
-    /// still pay something for `v`.
-    async fn owed(&self, v: &SignedVoucher, me: Address) -> Result<bool> {
-        let payer = v.voucher.payer;
-        let epoch = v.voucher.epoch;
+    /// Reads the channel of `c` and updates the ledger from it; whether the chain would
+    /// still pay something for `c`: `min(claim, amount, funds) > redeemed`.
+    async fn owed(&self, c: &Claim, me: Address) -> Result<bool> {
+        let payer = c.voucher.voucher.payer;
+        let epoch = c.voucher.voucher.epoch;
         let ch = self
             .backoff
             .retry("read channel", || self.escrow.channel(payer, me))
@@ -180,16 +184,12 @@ impl Settler {
         self.ledger
             .run_blocking(move |l| l.mark_redeemed(payer, epoch, redeemed))
             .await?;
-        Ok(v.voucher.amount.min(ch.funds) > ch.redeemed)
+        Ok(!c.payable(&ch).is_zero())
     }
 
-    /// Keeps the vouchers of `batch` that a simulation accepts: the whole batch when it
-    /// passes, otherwise each voucher on its own (one bad voucher must not block the rest).
-    async fn simulate(
-        &self,
-        batch: &[SignedVoucher],
-        report: &mut SettleReport,
-    ) -> Result<Vec<SignedVoucher>> {
+    /// Keeps the claims of `batch` that a simulation accepts: the whole batch when it
+    /// passes, otherwise each claim on its own (one bad voucher must not block the rest).
+    async fn simulate(&self, batch: &[Claim], report: &mut SettleReport) -> Result<Vec<Claim>> {
         match self
             .backoff
             .retry("simulate redeemBatch", || {
@@ -213,7 +213,7 @@ impl Settler {
             {
                 Ok(_) => good.push(v.clone()),
                 Err(ChainError::Reverted { reason }) => {
-                    warn!(payer = %v.voucher.payer, epoch = v.voucher.epoch, %reason, "voucher cannot be redeemed; skipped");
+                    warn!(payer = %v.voucher.voucher.payer, epoch = v.voucher.voucher.epoch, %reason, "voucher cannot be redeemed; skipped");
                     report.skipped += 1;
                 }
                 Err(e) => return Err(e.into()),
@@ -228,7 +228,8 @@ impl Settler {
 pub struct SettlePolicy {
     /// Settle whatever is pending at least this often.
     pub interval: Duration,
-    /// Settle as soon as pending (unredeemed) value reaches this many base units.
+    /// Settle as soon as pending value (consumed, not yet redeemed) reaches this many base
+    /// units.
     pub threshold: U256,
     /// How often the threshold is checked (a cheap ledger query).
     pub check_every: Duration,

@@ -96,7 +96,7 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
     let too_much = sign(1_000_001, 0, provider, &payer_key, d.chain_id, d.escrow);
     assert_eq!(code(gate.admit(Some(&too_much), max).await), 402);
     assert!(
-        ledger.unredeemed().unwrap().is_empty(),
+        ledger.claims().unwrap().is_empty(),
         "nothing bad was recorded"
     );
 

@@ -98,8 +98,8 @@ async fn malleated_vouchers_that_the_gate_accepts_are_collected_on_chain() {
     }
 
     // What the ledger holds is in the escrow's form, and settlement collects it.
-    for v in ledger.unredeemed().unwrap() {
-        assert!(v.is_canonical(), "stored as sent: {v:?}");
+    for c in ledger.claims().unwrap() {
+        assert!(c.voucher.is_canonical(), "stored as sent: {:?}", c.voucher);
     }
     let settler = Settler::new(ledger.clone(), escrow.clone());
     let report = settler.settle_once().await.unwrap();

@@ -455,8 +455,11 @@ async fn settlement_redeems_when_the_payer_asks_to_unlock() {
     let payer = dev_signer(4);
     net.fund(&payer, "1").await;
     let v = net.voucher(&payer, "0.01");
-    let (status, _, body) = net.call(&echo, Some(&v)).await;
+    let (status, receipt, body) = net.call(&echo, Some(&v)).await;
     assert_eq!(status, 200, "{body}");
+    // Exact billing: settlement claims what the call cost (rounded up to a base unit).
+    let owed = khachapuri_payments::micro_to_base_ceil(receipt.expect("receipt").consumed);
+    assert!(!owed.is_zero() && owed < parse_usdc("0.01").unwrap());
 
     let payer_chain = Chain::connect(&net.anvil.endpoint(), Some(payer.clone()))
         .await
@@ -471,9 +474,8 @@ async fn settlement_redeems_when_the_payer_asks_to_unlock() {
         let ch = escrow.channel(payer.address(), net.provider).await.unwrap();
         if !ch.redeemed.is_zero() {
             assert_eq!(
-                ch.redeemed,
-                parse_usdc("0.01").unwrap(),
-                "the voucher's amount"
+                ch.redeemed, owed,
+                "what the call cost, not the voucher's amount"
             );
             break;
         }

@@ -21,7 +21,8 @@ pub enum ProviderCommand {
     Run(super::provider_run::RunArgs),
     /// Claim (or update) a name in the on-chain registry with this node's endpoint and key.
     Register(super::provider_register::RegisterArgs),
-    /// Redeem every unredeemed voucher on chain now (one batched transaction).
+    /// Claim on chain now what the calls consumed and was not yet redeemed (one batched
+    /// transaction; credited to the operator's escrow balance).
     Settle(super::provider_ledger::SettleArgs),
     /// Earned, redeemed and pending amounts, and the operator's balances.
     Status(super::provider_ledger::StatusArgs),

@@ -1,7 +1,9 @@
 //! `khachapuri provider settle` and `khachapuri provider status`: the operator's view of
 //! the node's ledger. Both find the node via `--config FILE`, else the active profile's
 //! `provider_config`, else `HOME/provider.toml`, and open its `data_dir/ledger.sqlite`
-//! (SQLite in WAL mode, so a running node keeps serving meanwhile).
+//! (SQLite in WAL mode, so a running node keeps serving meanwhile). A running node writes
+//! its charges behind (every 200 ms), so `settle` claims what had been written by then; a
+//! later round (the node's own settlement, or another `settle`) claims the rest.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,10 +90,11 @@ async fn open(flag: Option<&std::path::Path>, home: &Home) -> anyhow::Result<Ope
     })
 }
 
-/// Runs one settlement round now and prints what was redeemed.
+/// Runs one settlement round now and prints what was redeemed (credited to the operator's
+/// escrow balance).
 pub async fn settle(args: SettleArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
     let o = open(args.config.as_deref(), home).await?;
-    printer.status("settling every unredeemed voucher…");
+    printer.status("claiming what the calls consumed (one batched transaction)…");
     let report = Settler::new(o.ledger.clone(), o.escrow.clone())
         .settle_once()
         .await
@@ -128,7 +131,8 @@ pub async fn settle(args: SettleArgs, home: &Home, printer: &Printer) -> anyhow:
         ));
     }
     printer.data(format!(
-        "redeemed in all {} USDC; pending {} USDC",
+        "redeemed in all {} USDC; pending {} USDC; `khachapuri escrow withdraw` takes the \
+         escrow balance out",
         format_usdc(status.redeemed),
         format_usdc(status.pending)
     ));

@@ -1,6 +1,11 @@
 //! `khachapuri provider register NAME --endpoint URL [--region R]...`: publishes this node in
 //! the registry: operator = the wallet's address, the endpoint, and the node's X25519 key
 //! (generated and kept in the home on first use) that deployment specs are sealed to.
+//!
+//! The registry only lets a record name an operator that consents: this command sends from
+//! the operator wallet itself (owner = operator), which is that consent, so no signature is
+//! needed. An owner that is not the operator would use
+//! `RegistryClient::register_with_consent` with the operator's `sign_consent`.
 
 use std::path::{Path, PathBuf};
 

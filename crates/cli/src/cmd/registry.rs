@@ -1,7 +1,7 @@
 //! `khachapuri registry list|resolve NAME|tables`: read the on-chain provider registry.
 
 use clap::{Args, Subcommand};
-use khachapuri_chain::{alloy_hex, PricingTable, ProviderRecord};
+use khachapuri_chain::{alloy_hex, format_usdc, PricingTable, ProviderRecord};
 use serde_json::{json, Value};
 
 use super::chainctx;
@@ -57,12 +57,14 @@ pub async fn run(args: RegistryArgs, home: &Home, printer: &Printer) -> anyhow::
             } else {
                 for r in &records {
                     printer.data(format!(
-                        "{}\t{}\t{}\t{}\treputation {}",
+                        "{}\t{}\t{}\t{}\treputation {} ({} payers, {} USDC redeemed)",
                         r.name,
                         r.url,
                         r.operator,
                         r.regions.join(","),
-                        r.reputation
+                        r.reputation,
+                        r.payers,
+                        format_usdc(r.value_redeemed)
                     ));
                 }
             }
@@ -88,6 +90,11 @@ pub async fn run(args: RegistryArgs, home: &Home, printer: &Printer) -> anyhow::
                 printer.data(format!("attestation: {}", r.attestation));
                 printer.data(format!("pricing:     {}", r.pricing_table));
                 printer.data(format!("reputation:  {}", r.reputation));
+                printer.data(format!("payers:      {}", r.payers));
+                printer.data(format!(
+                    "redeemed:    {} USDC",
+                    format_usdc(r.value_redeemed)
+                ));
             }
         }
         RegistryCommand::Tables { json } => {
@@ -124,6 +131,8 @@ fn record_json(r: &ProviderRecord) -> Value {
         "attestation": r.attestation,
         "pricing_table": r.pricing_table.to_string(),
         "reputation": r.reputation.to_string(),
+        "payers": r.payers.to_string(),
+        "value_redeemed": format_usdc(r.value_redeemed),
     })
 }
 
