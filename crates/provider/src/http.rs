@@ -17,14 +17,17 @@ use tokio::net::TcpListener;
 use crate::node::Node;
 use crate::ProviderError;
 
-/// Builds the router of a node.
+/// Builds the router of a node: calls, discovery, health, metrics and the read-only
+/// trustless gateway. Nothing here writes content: this port faces strangers, and
+/// publishing lives on `khachapuri store serve` and the dev store.
 pub fn router(node: Arc<Node>) -> Router {
-    let ipfs = khachapuri_store::router(node.store.local().clone());
+    let ipfs = khachapuri_store::gateway_router(node.store.local().clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/.well-known/khachapuri", get(well_known))
         .route("/.well-known/khachapuri/voucher", post(voucher))
+        .route("/api/{*rest}", any(no_publishing))
         .route("/{cid}", any(call_root))
         .route("/{cid}/", any(call_root))
         .route("/{cid}/{*rest}", any(call_rest))
@@ -41,6 +44,16 @@ pub async fn serve(
     axum::serve(listener, router(node))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `/api/...` (Kubo RPC) is never served here; a clear 404 rather than "not a CID".
+async fn no_publishing() -> Response {
+    let body = json!({
+        "error": "this provider does not accept uploads",
+        "kind": "not_found",
+        "hint": "publish to a store (`khachapuri store serve`, the dev store or Kubo), then call the CID here",
+    });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
 async fn healthz() -> &'static str {

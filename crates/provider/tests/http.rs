@@ -302,6 +302,47 @@ async fn discovery_metrics_and_gateway() {
 }
 
 #[tokio::test]
+async fn the_public_port_never_accepts_uploads() {
+    let net = start(|_| {}).await;
+    let form = || {
+        reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(b"planted".to_vec()))
+    };
+    for path in [
+        "/api/v0/add",
+        "/api/v0/block/put",
+        "/api/v0/pin/add?arg=bafkqaaa",
+        "/api/v0/block/get?arg=bafkqaaa",
+    ] {
+        let r = client()
+            .post(format!("{}{path}", net.url))
+            .multipart(form())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(status == 404 || status == 405, "{path}: {status}");
+    }
+    for method in [
+        reqwest::Method::PUT,
+        reqwest::Method::POST,
+        reqwest::Method::DELETE,
+    ] {
+        let r = client()
+            .request(method.clone(), format!("{}/ipfs/bafkqaaa", net.url))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} /ipfs");
+    }
+    // Nothing was stored: the block the upload carried is not served back.
+    let planted = Cid::raw(b"planted");
+    let (status, _) = net.get(&format!("/ipfs/{planted}?format=raw")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
 async fn public_specs_need_the_owners_signature() {
     let net = start(|_| {}).await;
     let faults = khachapuri_testkit::faults();

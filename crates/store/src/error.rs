@@ -79,6 +79,9 @@ pub enum StoreError {
         /// One line per source tried.
         attempts: Vec<String>,
     },
+    /// A publishing request without the server's bearer token (or with a wrong one).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// A request argument the server cannot honour (e.g. Kubo flags of another profile).
     #[error("bad request: {0}")]
     BadRequest(String),

@@ -13,6 +13,7 @@ mod error;
 mod exporter;
 mod importer;
 mod kubo;
+mod rpc;
 mod server;
 mod store;
 
@@ -25,5 +26,6 @@ pub use importer::{
 };
 pub use khachapuri_types::Cid;
 pub use kubo::{Added, KuboClient, ADD_PROFILE_FLAGS};
-pub use server::{router, serve};
+pub use rpc::{PublishConfig, DEFAULT_MAX_UPLOAD_BYTES, TOKEN_ENV};
+pub use server::{gateway_router, router, serve, serve_with};
 pub use store::{Store, StoreConfig};
