@@ -43,10 +43,19 @@ pub struct NodeConfig {
     pub max_request_bytes: u64,
     /// Cap on response bodies (bytes); larger is a guest fault.
     pub max_response_bytes: u64,
-    /// Cap on an artifact or envelope fetched by CID (bytes).
+    /// Cap on an artifact fetched by CID (bytes).
     pub max_artifact_bytes: u64,
+    /// Cap on an envelope/spec fetched by CID (bytes): read before payment, so it is
+    /// small, not the artifact's cap.
+    pub max_spec_bytes: u64,
     /// Timeout of each fetch from a gateway.
     pub fetch_timeout_ms: u64,
+    /// Links one walk of untrusted content may follow, duplicates included.
+    pub max_walk_blocks: u64,
+    /// Deepest DAG nesting a walk accepts.
+    pub max_walk_depth: u32,
+    /// Deadline of one whole DAG fetch or walk (ms).
+    pub walk_timeout_ms: u64,
     /// How calls are paid (chain, escrow, prices, operator key); absent or `free = true`
     /// means every call is free.
     pub payments: Option<PaymentsConfig>,
@@ -70,7 +79,11 @@ impl Default for NodeConfig {
             max_request_bytes: 10 * 1024 * 1024,
             max_response_bytes: 32 * 1024 * 1024,
             max_artifact_bytes: 256 * 1024 * 1024,
+            max_spec_bytes: 256 * 1024,
             fetch_timeout_ms: 30_000,
+            max_walk_blocks: 100_000,
+            max_walk_depth: 32,
+            walk_timeout_ms: 60_000,
             payments: None,
         }
     }
@@ -91,6 +104,12 @@ impl NodeConfig {
         }
         if self.max_memory_mb > 4096 {
             return bad("max_memory_mb cannot exceed 4096 (32-bit linear memory)");
+        }
+        if self.max_spec_bytes == 0 || self.max_spec_bytes > self.max_artifact_bytes {
+            return bad("max_spec_bytes must be between 1 and max_artifact_bytes");
+        }
+        if self.max_walk_blocks == 0 || self.max_walk_depth == 0 || self.walk_timeout_ms == 0 {
+            return bad("max_walk_blocks, max_walk_depth and walk_timeout_ms must be at least 1");
         }
         if let (Some(p), false) = (&self.payments, self.free) {
             p.validate()?;

@@ -21,7 +21,7 @@ use crate::ProviderError;
 /// trustless gateway. Nothing here writes content: this port faces strangers, and
 /// publishing lives on `khachapuri store serve` and the dev store.
 pub fn router(node: Arc<Node>) -> Router {
-    let ipfs = khachapuri_store::gateway_router(node.store.local().clone());
+    let ipfs = khachapuri_store::gateway_router(node.store.local().clone(), *node.store.limits());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

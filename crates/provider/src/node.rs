@@ -80,6 +80,9 @@ impl Node {
         let limits = khachapuri_store::Limits {
             block_timeout: config.fetch_timeout(),
             max_dag_bytes: config.max_artifact_bytes,
+            max_walk_blocks: config.max_walk_blocks,
+            max_depth: config.max_walk_depth,
+            walk_timeout: Duration::from_millis(config.walk_timeout_ms),
             ..khachapuri_store::Limits::default()
         };
         let store = Store::open(
@@ -242,7 +245,7 @@ impl Node {
         let cid: Cid = cid_text
             .parse()
             .map_err(|_| ProviderError::BadCid(cid_text.to_string()))?;
-        let envelope_bytes = self.fetch(&cid, 1024 * 1024).await?;
+        let envelope_bytes = self.fetch(&cid, self.config.max_spec_bytes).await?;
         let envelope = Envelope::from_slice(&envelope_bytes).map_err(|e| {
             ProviderError::Spec(format!("{cid} is not a deployment this node can run: {e}"))
         })?;

@@ -55,6 +55,14 @@ pub enum StoreError {
         /// The cap that was hit.
         limit: u64,
     },
+    /// A walk or fetch of a DAG that ran out of time.
+    #[error("{what} exceeded its deadline of {limit_ms} ms")]
+    Deadline {
+        /// What was cut short.
+        what: &'static str,
+        /// The deadline that applied.
+        limit_ms: u64,
+    },
     /// A codec we cannot walk (only raw and dag-pb UnixFS files are supported).
     #[error("unsupported content {cid}: {reason}")]
     Unsupported {

@@ -20,7 +20,7 @@ mod store;
 pub use blockstore::{Blockstore, MAX_BLOCK_SIZE};
 pub use client::{verify_car_into, GatewayClient, Limits};
 pub use error::{Result, StoreError};
-pub use exporter::{export, links_of, BlockSource, DagWalker};
+pub use exporter::{export, export_with, links_of, BlockSource, DagWalker};
 pub use importer::{
     import_async, import_bytes, import_reader, Block, FileBuilder, Imported, CHUNK_SIZE, MAX_LINKS,
 };

@@ -17,6 +17,7 @@ use khachapuri_types::Cid;
 use serde::Deserialize;
 
 use crate::blockstore::Blockstore;
+use crate::client::Limits;
 use crate::error::StoreError;
 use crate::importer::{FileBuilder, CHUNK_SIZE};
 use crate::server::{ensure_complete, ApiError, ApiResult};
@@ -70,15 +71,20 @@ impl PublishConfig {
 
 struct RpcState {
     store: Blockstore,
+    limits: Limits,
     config: PublishConfig,
 }
 
 type Shared = State<Arc<RpcState>>;
 
 /// The `/api/v0` routes over `store`, behind the token check and the upload cap.
-pub(crate) fn router(store: Blockstore, config: PublishConfig) -> Router {
+pub(crate) fn router(store: Blockstore, limits: Limits, config: PublishConfig) -> Router {
     let limit = usize::try_from(config.upload_limit()).unwrap_or(usize::MAX);
-    let state = Arc::new(RpcState { store, config });
+    let state = Arc::new(RpcState {
+        store,
+        limits,
+        config,
+    });
     Router::new()
         .route("/api/v0/add", post(rpc_add))
         .route("/api/v0/block/put", post(rpc_block_put))
@@ -292,7 +298,7 @@ async fn rpc_block_get(State(st): Shared, Query(query): Query<ArgQuery>) -> ApiR
 async fn rpc_pin_add(State(st): Shared, Query(query): Query<ArgQuery>) -> ApiResult<Response> {
     let store = &st.store;
     let cid = query.cid()?;
-    ensure_complete(store, cid).await?;
+    ensure_complete(store, cid, &st.limits).await?;
     store.pin(&cid)?;
     Ok(Json(serde_json::json!({"Pins": [cid.to_string()]})).into_response())
 }

@@ -17,8 +17,9 @@ use tokio::net::TcpListener;
 
 use crate::blockstore::Blockstore;
 use crate::car;
+use crate::client::Limits;
 use crate::error::StoreError;
-use crate::exporter::DagWalker;
+use crate::exporter::{export_with, DagWalker};
 use crate::rpc::{self, PublishConfig};
 
 const RAW_TYPE: &str = "application/vnd.ipld.raw";
@@ -26,16 +27,25 @@ const CAR_TYPE: &str = "application/vnd.ipld.car";
 
 /// The read-only trustless gateway over `store` (`GET`/`HEAD /ipfs/{cid}`): what the
 /// provider node mounts on its public port, where nothing may write.
-pub fn gateway_router(store: Blockstore) -> Router {
+/// Every walk it makes of the DAG asked for is bounded by `limits` (links followed,
+/// depth, deadline, file size `max_dag_bytes`).
+pub fn gateway_router(store: Blockstore, limits: Limits) -> Router {
     Router::new()
         .route("/ipfs/{cid}", get(get_ipfs))
-        .with_state(store)
+        .with_state(Gateway { store, limits })
+}
+
+/// State of the gateway routes.
+#[derive(Clone)]
+struct Gateway {
+    store: Blockstore,
+    limits: Limits,
 }
 
 /// The gateway plus the Kubo RPC subset publishing needs, guarded by `config` (bearer
 /// token, upload size cap): what `khachapuri store serve` and the dev store answer.
-pub fn router(store: Blockstore, config: PublishConfig) -> Router {
-    gateway_router(store.clone()).merge(rpc::router(store, config))
+pub fn router(store: Blockstore, limits: Limits, config: PublishConfig) -> Router {
+    gateway_router(store.clone(), limits).merge(rpc::router(store, limits, config))
 }
 
 /// Serves [`router`] with the default [`PublishConfig`] (no token, so loopback only)
@@ -45,20 +55,28 @@ pub async fn serve(
     store: Blockstore,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, store, PublishConfig::default(), shutdown).await
+    serve_with(
+        listener,
+        store,
+        Limits::default(),
+        PublishConfig::default(),
+        shutdown,
+    )
+    .await
 }
 
-/// Serves [`router`] with `config`. Refuses to start on a non-loopback address without a
+/// Serves [`router`] with `limits` and `config`. Refuses to start on a non-loopback address without a
 /// token: anyone who can reach the port could otherwise fill the disk.
 pub async fn serve_with(
     listener: TcpListener,
     store: Blockstore,
+    limits: Limits,
     config: PublishConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     config.check_exposure(addr)?;
-    axum::serve(listener, router(store, config))
+    axum::serve(listener, router(store, limits, config))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -82,6 +100,7 @@ impl IntoResponse for ApiError {
             | StoreError::Malformed { .. }
             | StoreError::InvalidBlock { .. } => StatusCode::BAD_REQUEST,
             StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            StoreError::Deadline { .. } => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             StoreError::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
             StoreError::Remote { .. }
@@ -141,11 +160,12 @@ fn pick_format(query: &GatewayQuery, headers: &HeaderMap) -> ApiResult<Format> {
 }
 
 async fn get_ipfs(
-    State(store): State<Blockstore>,
+    State(gw): State<Gateway>,
     Path(cid): Path<String>,
     Query(query): Query<GatewayQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let Gateway { store, limits } = gw;
     let cid: Cid = cid.parse().map_err(StoreError::from)?;
     if query.dag_scope.as_deref().is_some_and(|s| s != "all") {
         return Err(StoreError::BadRequest("only dag-scope=all is supported".into()).into());
@@ -159,15 +179,25 @@ async fn get_ipfs(
     let (content_type, body) = match format {
         Format::Raw => (RAW_TYPE, Body::from(root)),
         Format::Car => {
-            ensure_complete(&store, cid).await?;
+            ensure_complete(&store, cid, &limits).await?;
             (
                 "application/vnd.ipld.car; version=1; order=dfs; dups=n",
-                stream_dag(store, cid, true),
+                stream_car(store, cid, limits),
             )
         }
         Format::File => {
-            ensure_complete(&store, cid).await?;
-            ("application/octet-stream", stream_dag(store, cid, false))
+            ensure_complete(&store, cid, &limits).await?;
+            // A dry run first (bounded like the real one), so a file that is too large or
+            // too costly to walk is a 4xx, not a 200 cut off mid-stream.
+            export_with(
+                &store,
+                cid,
+                &mut tokio::io::sink(),
+                limits.max_dag_bytes,
+                &limits,
+            )
+            .await?;
+            ("application/octet-stream", stream_file(store, cid, limits))
         }
     };
     let mut response = Response::new(body);
@@ -190,9 +220,13 @@ async fn get_ipfs(
 
 /// Checks the whole DAG is local before a 200 is sent, so a missing block is a 404 and
 /// not a stream cut in the middle.
-pub(crate) async fn ensure_complete(store: &Blockstore, root: Cid) -> ApiResult<()> {
-    let mut walker = DagWalker::new(root);
-    while let Some(cid) = walker.next_cid() {
+pub(crate) async fn ensure_complete(
+    store: &Blockstore,
+    root: Cid,
+    limits: &Limits,
+) -> ApiResult<()> {
+    let mut walker = DagWalker::with_limits(root, limits);
+    while let Some(cid) = walker.next_cid()? {
         if cid.codec() == khachapuri_types::RAW {
             if !store.has(&cid) {
                 return Err(StoreError::NotFound(cid).into());
@@ -209,15 +243,23 @@ pub(crate) async fn ensure_complete(store: &Blockstore, root: Cid) -> ApiResult<
     Ok(())
 }
 
-/// Streams the DAG depth-first: as a CAR, or (for browsers) as the file's bytes.
-fn stream_dag(store: Blockstore, root: Cid, as_car: bool) -> Body {
+/// Streams the DAG depth-first as a CAR (`dups=n`), each block once.
+fn stream_car(store: Blockstore, root: Cid, limits: Limits) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StoreError>>(4);
     tokio::spawn(async move {
-        if as_car && tx.send(Ok(Bytes::from(car::header(&root)))).await.is_err() {
+        if tx.send(Ok(Bytes::from(car::header(&root)))).await.is_err() {
             return;
         }
-        let mut walker = DagWalker::new(root);
-        while let Some(cid) = walker.next_cid() {
+        let mut walker = DagWalker::with_limits(root, &limits);
+        loop {
+            let cid = match walker.next_cid() {
+                Ok(Some(cid)) => cid,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
             let block = match store.get_async(cid).await {
                 Ok(Some(b)) => b,
                 Ok(None) => {
@@ -233,22 +275,9 @@ fn stream_dag(store: Blockstore, root: Cid, as_car: bool) -> Body {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
-            let chunk = if as_car {
-                let mut section = car::section_prefix(&cid, block.len());
-                section.extend_from_slice(&block);
-                Bytes::from(section)
-            } else if cid.codec() == khachapuri_types::RAW {
-                block
-            } else {
-                match file_inline_data(&cid, &block) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            };
-            if tx.send(Ok(chunk)).await.is_err() {
+            let mut section = car::section_prefix(&cid, block.len());
+            section.extend_from_slice(&block);
+            if tx.send(Ok(Bytes::from(section))).await.is_err() {
                 return;
             }
         }
@@ -259,14 +288,14 @@ fn stream_dag(store: Blockstore, root: Cid, as_car: bool) -> Body {
     Body::from_stream(stream)
 }
 
-fn file_inline_data(cid: &Cid, block: &[u8]) -> Result<Bytes, StoreError> {
-    let node = crate::dagpb::PbNode::decode(block)?;
-    let fs = crate::dagpb::UnixfsData::decode(node.data.as_deref().unwrap_or_default())?;
-    if fs.kind != crate::dagpb::UNIXFS_FILE && fs.kind != crate::dagpb::UNIXFS_RAW {
-        return Err(StoreError::Unsupported {
-            cid: *cid,
-            reason: "not a UnixFS file".into(),
-        });
-    }
-    Ok(Bytes::from(fs.data.unwrap_or_default()))
+/// Streams the file's bytes (for browsers), duplicates included, within `limits`.
+fn stream_file(store: Blockstore, root: Cid, limits: Limits) -> Body {
+    let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        if let Err(e) = export_with(&store, root, &mut writer, limits.max_dag_bytes, &limits).await
+        {
+            tracing::debug!(%root, error = %e, "file stream cut");
+        }
+    });
+    Body::from_stream(tokio_util::io::ReaderStream::new(reader))
 }

@@ -18,6 +18,7 @@ async fn start(store: Blockstore, config: PublishConfig) -> String {
     tokio::spawn(serve_with(
         listener,
         store,
+        Limits::default(),
         config,
         std::future::pending::<()>(),
     ));
@@ -91,6 +92,7 @@ async fn refuses_to_listen_off_loopback_without_a_token() {
     let err = serve_with(
         listener,
         served.clone(),
+        Limits::default(),
         PublishConfig::default(),
         std::future::pending::<()>(),
     )

@@ -194,6 +194,7 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     let store_task = tokio::spawn(khachapuri_store::serve_with(
         store_listener,
         store,
+        khachapuri_store::Limits::default(),
         store_publish,
         shutdown.clone().wait(),
     ));

@@ -294,7 +294,14 @@ async fn serve(
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    khachapuri_store::serve_with(listener, store.local().clone(), config, shutdown).await?;
+    khachapuri_store::serve_with(
+        listener,
+        store.local().clone(),
+        Limits::default(),
+        config,
+        shutdown,
+    )
+    .await?;
     printer.status("store server stopped");
     Ok(())
 }
