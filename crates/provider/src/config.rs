@@ -56,6 +56,12 @@ pub struct NodeConfig {
     pub max_walk_depth: u32,
     /// Deadline of one whole DAG fetch or walk (ms).
     pub walk_timeout_ms: u64,
+    /// Artifact fetch + compiles running at once (each takes a core).
+    pub max_concurrent_compiles: usize,
+    /// Calls waiting for a compile slot; beyond it they get 503 + Retry-After.
+    pub max_queued_compiles: usize,
+    /// Budget from a call's arrival at the compile gate to prepared code (ms).
+    pub compile_timeout_ms: u64,
     /// How calls are paid (chain, escrow, prices, operator key); absent or `free = true`
     /// means every call is free.
     pub payments: Option<PaymentsConfig>,
@@ -84,6 +90,9 @@ impl Default for NodeConfig {
             max_walk_blocks: 100_000,
             max_walk_depth: 32,
             walk_timeout_ms: 60_000,
+            max_concurrent_compiles: 2,
+            max_queued_compiles: 32,
+            compile_timeout_ms: 120_000,
             payments: None,
         }
     }
@@ -110,6 +119,9 @@ impl NodeConfig {
         }
         if self.max_walk_blocks == 0 || self.max_walk_depth == 0 || self.walk_timeout_ms == 0 {
             return bad("max_walk_blocks, max_walk_depth and walk_timeout_ms must be at least 1");
+        }
+        if self.max_concurrent_compiles == 0 || self.compile_timeout_ms == 0 {
+            return bad("max_concurrent_compiles and compile_timeout_ms must be at least 1");
         }
         if let (Some(p), false) = (&self.payments, self.free) {
             p.validate()?;

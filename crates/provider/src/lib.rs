@@ -2,6 +2,7 @@
 //! function in the runtime, plus health, metrics, discovery and a trustless gateway.
 
 mod admission;
+mod compile;
 mod config;
 mod error;
 mod http;
