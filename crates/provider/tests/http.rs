@@ -246,7 +246,7 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(net.get("/healthz").await, (200, "ok\n".into()));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_answers_503_with_retry_after() {
     let net = start(|c| c.max_instances = 1).await;
     let faults = net.deploy(&khachapuri_testkit::faults(), RuntimeKind::WasiHttp, |s| {
@@ -261,7 +261,17 @@ async fn a_full_node_answers_503_with_retry_after() {
     );
     let url = format!("{}/{faults}/loop", net.url);
     let busy = tokio::spawn(async move { client().get(url).send().await.unwrap().status() });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the looping call holds the only slot (a fixed sleep is flaky on a
+    // loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let wk: serde_json::Value =
+            serde_json::from_str(&net.get("/.well-known/khachapuri").await.1).unwrap();
+        if wk["capacity"]["available"] == 0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = client()
         .get(format!("{}/{hello}", net.url))
         .send()
