@@ -39,6 +39,12 @@ pub struct NodeConfig {
     pub max_memory_mb: u64,
     /// Default memory when the spec asks none (MiB).
     pub default_memory_mb: u64,
+    /// Time a connection has to send a request's head (ms); slower ones are closed.
+    pub header_read_timeout_ms: u64,
+    /// Time a request body has to arrive in full (ms).
+    pub body_read_timeout_ms: u64,
+    /// On shutdown, how long in-flight calls may still finish (ms).
+    pub drain_timeout_ms: u64,
     /// Cap on request bodies (bytes); larger gets 413.
     pub max_request_bytes: u64,
     /// Cap on response bodies (bytes); larger is a guest fault.
@@ -82,6 +88,9 @@ impl Default for NodeConfig {
             default_timeout_ms: 10_000,
             max_memory_mb: 512,
             default_memory_mb: 128,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            drain_timeout_ms: 30_000,
             max_request_bytes: 10 * 1024 * 1024,
             max_response_bytes: 32 * 1024 * 1024,
             max_artifact_bytes: 256 * 1024 * 1024,
@@ -119,6 +128,9 @@ impl NodeConfig {
         }
         if self.max_walk_blocks == 0 || self.max_walk_depth == 0 || self.walk_timeout_ms == 0 {
             return bad("max_walk_blocks, max_walk_depth and walk_timeout_ms must be at least 1");
+        }
+        if self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
+            return bad("header_read_timeout_ms and body_read_timeout_ms must be at least 1");
         }
         if self.max_concurrent_compiles == 0 || self.compile_timeout_ms == 0 {
             return bad("max_concurrent_compiles and compile_timeout_ms must be at least 1");

@@ -1,8 +1,7 @@
 //! HTTP surface of the node (axum): function calls, health, metrics, discovery and the
-//! trustless gateway. Servers take a bound listener and a shutdown future so tests can
-//! bind `127.0.0.1:0` and stop them deterministically.
+//! trustless gateway. [`crate::serve`] runs it on a bound listener with a shutdown future
+//! so tests can bind `127.0.0.1:0` and stop them deterministically.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -12,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use crate::node::Node;
 use crate::ProviderError;
@@ -33,17 +31,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/{cid}/{*rest}", any(call_rest))
         .with_state(node)
         .merge(ipfs)
-}
-
-/// Serves until `shutdown` resolves, then lets in-flight calls finish.
-pub async fn serve(
-    listener: TcpListener,
-    node: Arc<Node>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(node))
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// `/api/...` (Kubo RPC) is never served here; a clear 404 rather than "not a CID".
