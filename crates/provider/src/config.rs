@@ -54,6 +54,8 @@ pub struct NodeConfig {
     /// Cap on an envelope/spec fetched by CID (bytes): read before payment, so it is
     /// small, not the artifact's cap.
     pub max_spec_bytes: u64,
+    /// Decrypted specs kept in memory at most (past it the cache starts over).
+    pub max_cached_specs: usize,
     /// Timeout of each fetch from a gateway.
     pub fetch_timeout_ms: u64,
     /// Links one walk of untrusted content may follow, duplicates included.
@@ -95,6 +97,7 @@ impl Default for NodeConfig {
             max_response_bytes: 32 * 1024 * 1024,
             max_artifact_bytes: 256 * 1024 * 1024,
             max_spec_bytes: 256 * 1024,
+            max_cached_specs: 10_000,
             fetch_timeout_ms: 30_000,
             max_walk_blocks: 100_000,
             max_walk_depth: 32,

@@ -24,10 +24,6 @@ use crate::{NodeConfig, ProviderError};
 /// Header carrying the cost of a call, once payment is on.
 pub const RECEIPT_HEADER: &str = "khachapuri-receipt";
 
-/// Specs kept in memory at most; past it the cache starts over (specs are small and
-/// re-fetched from the local block cache, so a crude bound is enough).
-const MAX_CACHED_DEPLOYMENTS: usize = 10_000;
-
 /// A deployment as its spec describes it (decrypted, in memory only): everything
 /// admission needs to price a call, before its artifact is fetched or compiled.
 #[derive(Debug)]
@@ -238,7 +234,9 @@ impl Node {
                 }
                 cell.clone()
             } else {
-                if map.len() >= MAX_CACHED_DEPLOYMENTS {
+                // Past the bound the cache starts over: specs are small and re-read from
+                // the local block cache, so a crude bound is enough.
+                if map.len() >= self.config.max_cached_specs {
                     map.clear();
                 }
                 let cell = Arc::new(OnceCell::new());
