@@ -332,3 +332,24 @@ impl tokio::io::AsyncWrite for PrinterWriter<'_> {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_gives_its_first_line_and_empty_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cret \nsecond line\n").expect("write");
+        assert_eq!(
+            server_token(Some(&file)).expect("read").as_deref(),
+            Some("s3cret")
+        );
+        std::fs::write(&file, "\n").expect("write");
+        let err = server_token(Some(&file)).expect_err("empty");
+        assert!(err.to_string().contains("empty"), "{err}");
+        let missing = dir.path().join("absent");
+        assert!(server_token(Some(&missing)).is_err());
+    }
+}
