@@ -134,6 +134,19 @@ impl Store {
                 }
             }
         }
+        // The walker checks its deadline between blocks; this bounds a slow block too.
+        let timeout = self.limits.walk_timeout;
+        match tokio::time::timeout(timeout, self.fetch_blocks(root, max_bytes)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Deadline {
+                what: "DAG fetch",
+                limit_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// Block-by-block fetch of the DAG under `root`, each block from every source.
+    async fn fetch_blocks(&self, root: Cid, max_bytes: u64) -> Result<()> {
         let mut walker = DagWalker::with_limits(root, &self.limits);
         let mut total = 0u64;
         while let Some(cid) = walker.next_cid()? {

@@ -207,3 +207,38 @@ async fn files_repeating_a_chunk_are_served_whole() {
         "repeated chunks are not deduplicated"
     );
 }
+
+#[tokio::test]
+async fn a_stalling_gateway_hits_the_fetch_deadline() {
+    async fn stall() -> &'static str {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        "too late"
+    }
+    let app = axum::Router::new().route("/ipfs/{cid}", axum::routing::get(stall));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_d, local) = blockstore();
+    let store = khachapuri_store::Store::new(
+        local,
+        khachapuri_store::StoreConfig {
+            gateways: vec![url],
+            kubo_rpc: None,
+            limits: Limits {
+                walk_timeout: Duration::from_millis(300),
+                ..Limits::default()
+            },
+        },
+    )
+    .expect("store");
+    let started = Instant::now();
+    let err = store.fetch(Cid::raw(b"never")).await.expect_err("deadline");
+    assert!(matches!(err, StoreError::Deadline { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
