@@ -39,14 +39,37 @@ pub struct NodeConfig {
     pub max_memory_mb: u64,
     /// Default memory when the spec asks none (MiB).
     pub default_memory_mb: u64,
+    /// Time a connection has to send a request's head (ms); slower ones are closed.
+    pub header_read_timeout_ms: u64,
+    /// Time a request body has to arrive in full (ms).
+    pub body_read_timeout_ms: u64,
+    /// On shutdown, how long in-flight calls may still finish (ms).
+    pub drain_timeout_ms: u64,
     /// Cap on request bodies (bytes); larger gets 413.
     pub max_request_bytes: u64,
     /// Cap on response bodies (bytes); larger is a guest fault.
     pub max_response_bytes: u64,
-    /// Cap on an artifact or envelope fetched by CID (bytes).
+    /// Cap on an artifact fetched by CID (bytes).
     pub max_artifact_bytes: u64,
+    /// Cap on an envelope/spec fetched by CID (bytes): read before payment, so it is
+    /// small, not the artifact's cap.
+    pub max_spec_bytes: u64,
+    /// Decrypted specs kept in memory at most (past it the cache starts over).
+    pub max_cached_specs: usize,
     /// Timeout of each fetch from a gateway.
     pub fetch_timeout_ms: u64,
+    /// Links one walk of untrusted content may follow, duplicates included.
+    pub max_walk_blocks: u64,
+    /// Deepest DAG nesting a walk accepts.
+    pub max_walk_depth: u32,
+    /// Deadline of one whole DAG fetch or walk (ms).
+    pub walk_timeout_ms: u64,
+    /// Artifact fetch + compiles running at once (each takes a core).
+    pub max_concurrent_compiles: usize,
+    /// Calls waiting for a compile slot; beyond it they get 503 + Retry-After.
+    pub max_queued_compiles: usize,
+    /// Budget from a call's arrival at the compile gate to prepared code (ms).
+    pub compile_timeout_ms: u64,
     /// How calls are paid (chain, escrow, prices, operator key); absent or `free = true`
     /// means every call is free.
     pub payments: Option<PaymentsConfig>,
@@ -67,10 +90,21 @@ impl Default for NodeConfig {
             default_timeout_ms: 10_000,
             max_memory_mb: 512,
             default_memory_mb: 128,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            drain_timeout_ms: 30_000,
             max_request_bytes: 10 * 1024 * 1024,
             max_response_bytes: 32 * 1024 * 1024,
             max_artifact_bytes: 256 * 1024 * 1024,
+            max_spec_bytes: 256 * 1024,
+            max_cached_specs: 10_000,
             fetch_timeout_ms: 30_000,
+            max_walk_blocks: 100_000,
+            max_walk_depth: 32,
+            walk_timeout_ms: 60_000,
+            max_concurrent_compiles: 2,
+            max_queued_compiles: 32,
+            compile_timeout_ms: 120_000,
             payments: None,
         }
     }
@@ -91,6 +125,18 @@ impl NodeConfig {
         }
         if self.max_memory_mb > 4096 {
             return bad("max_memory_mb cannot exceed 4096 (32-bit linear memory)");
+        }
+        if self.max_spec_bytes == 0 || self.max_spec_bytes > self.max_artifact_bytes {
+            return bad("max_spec_bytes must be between 1 and max_artifact_bytes");
+        }
+        if self.max_walk_blocks == 0 || self.max_walk_depth == 0 || self.walk_timeout_ms == 0 {
+            return bad("max_walk_blocks, max_walk_depth and walk_timeout_ms must be at least 1");
+        }
+        if self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
+            return bad("header_read_timeout_ms and body_read_timeout_ms must be at least 1");
+        }
+        if self.max_concurrent_compiles == 0 || self.compile_timeout_ms == 0 {
+            return bad("max_concurrent_compiles and compile_timeout_ms must be at least 1");
         }
         if let (Some(p), false) = (&self.payments, self.free) {
             p.validate()?;

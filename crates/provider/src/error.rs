@@ -45,6 +45,16 @@ pub enum ProviderError {
     /// Every instance slot is busy; retry shortly.
     #[error("all {0} instance slots are busy, retry shortly")]
     Busy(usize),
+    /// Too many artifacts are being fetched and compiled; retry shortly.
+    #[error("{0} artifact compiles are running or queued, retry shortly")]
+    CompileBusy(usize),
+    /// Fetching and compiling the artifact took longer than the node's budget (it may
+    /// still finish in the background and serve the next call).
+    #[error("fetching and compiling the artifact exceeded {ms} ms")]
+    CompileTimeout {
+        /// The budget that applied.
+        ms: u64,
+    },
     /// The guest ran and faulted (or the runtime refused it); status chosen by the runtime.
     #[error("{message}")]
     Guest {
@@ -82,7 +92,9 @@ impl ProviderError {
             Self::Spec(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy(_) | Self::CompileBusy(_) | Self::CompileTimeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Guest { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -103,6 +115,8 @@ impl ProviderError {
             Self::Forbidden(_) => "forbidden",
             Self::RequestTooLarge { .. } => "request_too_large",
             Self::Busy(_) => "busy",
+            Self::CompileBusy(_) => "compile_busy",
+            Self::CompileTimeout { .. } => "compile_timeout",
             Self::Guest { .. } => "guest_fault",
             Self::Payment { error, .. } => payment_kind(error),
             Self::NotPaid(_) => "not_paid",
@@ -116,7 +130,9 @@ impl ProviderError {
             Self::NotFound { .. } => {
                 Some("was it deployed to a store this provider reads from? check `khachapuri info`")
             }
-            Self::Busy(_) => Some("retry after the number of seconds in Retry-After"),
+            Self::Busy(_) | Self::CompileBusy(_) | Self::CompileTimeout { .. } => {
+                Some("retry after the number of seconds in Retry-After")
+            }
             Self::RequestTooLarge { .. } => Some("send a smaller body"),
             Self::Payment { error, .. } => Some(payment_hint(error)),
             _ => None,
@@ -264,7 +280,10 @@ impl IntoResponse for ProviderError {
             body["hint"] = json!(h);
         }
         let mut resp = (status, axum::Json(body)).into_response();
-        if matches!(self, Self::Busy(_)) {
+        if matches!(
+            self,
+            Self::Busy(_) | Self::CompileBusy(_) | Self::CompileTimeout { .. }
+        ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -281,6 +300,18 @@ mod tests {
         let r = ProviderError::Busy(4).into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn compile_limits_answer_503_with_retry_after() {
+        for e in [
+            ProviderError::CompileBusy(3),
+            ProviderError::CompileTimeout { ms: 10 },
+        ] {
+            let r = e.into_response();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        }
     }
 
     #[test]

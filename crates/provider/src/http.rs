@@ -1,8 +1,7 @@
 //! HTTP surface of the node (axum): function calls, health, metrics, discovery and the
-//! trustless gateway. Servers take a bound listener and a shutdown future so tests can
-//! bind `127.0.0.1:0` and stop them deterministically.
+//! trustless gateway. [`crate::serve`] runs it on a bound listener with a shutdown future
+//! so tests can bind `127.0.0.1:0` and stop them deterministically.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -12,19 +11,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use crate::node::Node;
 use crate::ProviderError;
 
-/// Builds the router of a node.
+/// Builds the router of a node: calls, discovery, health, metrics and the read-only
+/// trustless gateway. Nothing here writes content: this port faces strangers, and
+/// publishing lives on `khachapuri store serve` and the dev store.
 pub fn router(node: Arc<Node>) -> Router {
-    let ipfs = khachapuri_store::router(node.store.local().clone());
+    let ipfs = khachapuri_store::gateway_router(node.store.local().clone(), *node.store.limits());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/.well-known/khachapuri", get(well_known))
         .route("/.well-known/khachapuri/voucher", post(voucher))
+        .route("/api/{*rest}", any(no_publishing))
         .route("/{cid}", any(call_root))
         .route("/{cid}/", any(call_root))
         .route("/{cid}/{*rest}", any(call_rest))
@@ -32,15 +33,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(ipfs)
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight calls finish.
-pub async fn serve(
-    listener: TcpListener,
-    node: Arc<Node>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(node))
-        .with_graceful_shutdown(shutdown)
-        .await
+/// `/api/...` (Kubo RPC) is never served here; a clear 404 rather than "not a CID".
+async fn no_publishing() -> Response {
+    let body = json!({
+        "error": "this provider does not accept uploads",
+        "kind": "not_found",
+        "hint": "publish to a store (`khachapuri store serve`, the dev store or Kubo), then call the CID here",
+    });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
 async fn healthz() -> &'static str {

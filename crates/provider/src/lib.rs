@@ -2,6 +2,7 @@
 //! function in the runtime, plus health, metrics, discovery and a trustless gateway.
 
 mod admission;
+mod compile;
 mod config;
 mod error;
 mod http;
@@ -9,12 +10,13 @@ mod metrics;
 mod node;
 mod paid;
 mod payments_config;
+mod server;
 mod settlement;
 
 pub use admission::{Admission, BoxFuture, CallInfo, CallLimits, Free, Ticket, Usage};
 pub use config::NodeConfig;
 pub use error::ProviderError;
-pub use http::{router, serve};
+pub use http::router;
 pub use metrics::Metrics;
 pub use node::{Deployment, Node, RECEIPT_HEADER};
 pub use paid::{Paid, PaidTerms};
@@ -22,4 +24,5 @@ pub use payments_config::{
     connect_payments, format_micro_usdc, parse_micro_usdc, PaidSetup, PaymentsConfig, PriceList,
     PASSWORD_ENV,
 };
+pub use server::serve;
 pub use settlement::Settlement;

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub spec_cache_hits: AtomicU64,
     /// Spec lookups that had to fetch and parse the envelope.
     pub spec_cache_misses: AtomicU64,
+    /// Artifacts fetched by CID (only ever after admission).
+    pub artifact_fetches: AtomicU64,
 }
 
 impl Metrics {
@@ -87,6 +89,12 @@ impl Metrics {
                 "Spec lookups that fetched the envelope.",
                 "counter",
                 load(&self.spec_cache_misses),
+            ),
+            (
+                "khachapuri_artifact_fetches_total",
+                "Artifacts fetched by CID for compiling (after admission).",
+                "counter",
+                load(&self.artifact_fetches),
             ),
             (
                 "khachapuri_runtime_calls_total",

@@ -1,5 +1,7 @@
 //! The node's shared state and the request pipeline:
-//! CID → envelope → spec → artifact → prepared code → admission → run → charge.
+//! CID → envelope/spec (small, own cap) → admission (payment) → artifact fetch → compile
+//! → run → charge. A call that is not paid for never fetches an artifact or compiles;
+//! fetch + compile pass the [`CompileGate`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,27 +17,27 @@ use tokio::sync::OnceCell;
 use tracing::Instrument;
 
 use crate::admission::{Admission, CallInfo, CallLimits, Ticket, Usage};
+use crate::compile::CompileGate;
 use crate::metrics::Metrics;
 use crate::{NodeConfig, ProviderError};
 
 /// Header carrying the cost of a call, once payment is on.
 pub const RECEIPT_HEADER: &str = "khachapuri-receipt";
 
-/// Specs kept in memory at most; past it the cache starts over (specs are small and
-/// re-fetched from the local block cache, so a crude bound is enough).
-const MAX_CACHED_DEPLOYMENTS: usize = 10_000;
-
-/// A deployment ready to serve: its spec (decrypted, in memory only) and prepared code.
+/// A deployment as its spec describes it (decrypted, in memory only): everything
+/// admission needs to price a call, before its artifact is fetched or compiled.
 #[derive(Debug)]
 pub struct Deployment {
     /// The spec as published.
     pub spec: Spec,
     /// Env vars in the order the guest sees them.
     pub env: Vec<(String, String)>,
-    /// Compiled, pre-instantiated code.
-    pub prepared: Prepared,
     /// Limits after the provider's caps.
     pub limits: Limits,
+    /// The artifact to fetch and compile once a call is admitted.
+    pub artifact: Cid,
+    /// How the artifact runs.
+    pub kind: GuestKind,
 }
 
 /// Shared state of a running provider node.
@@ -51,8 +53,10 @@ pub struct Node {
     pub(crate) admission: Box<dyn Admission>,
     /// Callable CID → deployment, filled once per CID even under concurrent first calls.
     deployments: Mutex<HashMap<String, Arc<OnceCell<Arc<Deployment>>>>>,
-    /// Counters for `/metrics`.
-    pub(crate) metrics: Metrics,
+    /// Counters for `/metrics` (shared with compile tasks).
+    pub(crate) metrics: Arc<Metrics>,
+    /// Bounds artifact fetches and compiles.
+    compiles: CompileGate,
     /// Provider caps applied to every spec.
     caps: Limits,
     /// X25519 secret that opens envelopes sealed to `config.address` (from
@@ -80,6 +84,9 @@ impl Node {
         let limits = khachapuri_store::Limits {
             block_timeout: config.fetch_timeout(),
             max_dag_bytes: config.max_artifact_bytes,
+            max_walk_blocks: config.max_walk_blocks,
+            max_depth: config.max_walk_depth,
+            walk_timeout: Duration::from_millis(config.walk_timeout_ms),
             ..khachapuri_store::Limits::default()
         };
         let store = Store::open(
@@ -99,13 +106,19 @@ impl Node {
             )),
             None => None,
         };
+        let compiles = CompileGate::new(
+            config.max_concurrent_compiles,
+            config.max_queued_compiles,
+            Duration::from_millis(config.compile_timeout_ms),
+        );
         Ok(Self {
             config,
             store,
             runtime,
             admission,
             deployments: Mutex::new(HashMap::new()),
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
+            compiles,
             caps,
             seal_key,
         })
@@ -135,33 +148,34 @@ impl Node {
     ) -> Result<Response<Body>, ProviderError> {
         let span = tracing::info_span!("call", %cid, method = %req.method());
         async move {
-            let admitted = match self.deployment(cid).await {
-                Ok(d) => {
-                    let call = CallInfo {
-                        spec: &d.spec,
-                        headers: req.headers(),
-                        limits: CallLimits {
-                            timeout_ms: u64::try_from(d.limits.timeout.as_millis())
-                                .unwrap_or(u64::MAX),
-                            max_response_bytes: d.limits.max_response_bytes as u64,
-                        },
-                    };
-                    let admitted = self.admission.admit(call).await;
-                    admitted.map(|t| (d, t))
-                }
-                Err(e) => Err(e),
+            // Spec first (small), then payment, and only then artifact and compile.
+            let deployment = self.deployment(cid).await.inspect_err(|_| {
+                Metrics::inc(&self.metrics.calls_refused);
+            })?;
+            let call = CallInfo {
+                spec: &deployment.spec,
+                headers: req.headers(),
+                limits: CallLimits {
+                    timeout_ms: u64::try_from(deployment.limits.timeout.as_millis())
+                        .unwrap_or(u64::MAX),
+                    max_response_bytes: deployment.limits.max_response_bytes as u64,
+                },
             };
-            let (deployment, ticket) = admitted.inspect_err(|_| {
+            let ticket = self.admission.admit(call).await.inspect_err(|_| {
+                Metrics::inc(&self.metrics.calls_refused);
+            })?;
+            // From here on a failure before the guest runs gives the ticket back.
+            let mut ticket = TicketGuard {
+                admission: &*self.admission,
+                ticket: Some(ticket),
+            };
+            let prepared = self.prepared(&deployment).await.inspect_err(|_| {
                 Metrics::inc(&self.metrics.calls_refused);
             })?;
             // The caller's voucher is between caller and provider: the function never sees it.
             let mut req = req;
             req.headers_mut()
                 .remove(khachapuri_payments::PAYMENT_HEADER);
-            let mut ticket = TicketGuard {
-                admission: &*self.admission,
-                ticket: Some(ticket),
-            };
             let opts = CallOptions {
                 env: &deployment.env,
                 limits: deployment.limits,
@@ -169,7 +183,7 @@ impl Node {
             };
             Metrics::inc_gauge(&self.metrics.in_flight);
             let started = Instant::now();
-            let result = self.runtime.handle(&deployment.prepared, req, &opts).await;
+            let result = self.runtime.handle(&prepared, req, &opts).await;
             Metrics::dec_gauge(&self.metrics.in_flight);
             let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let resp = match result {
@@ -208,7 +222,8 @@ impl Node {
         .await
     }
 
-    /// Resolves a callable CID to a ready deployment (cached in memory).
+    /// Resolves a callable CID to its deployment spec (cached in memory); fetches only
+    /// the envelope, under `max_spec_bytes`.
     pub async fn deployment(&self, cid: &str) -> Result<Arc<Deployment>, ProviderError> {
         let cell = {
             let mut map = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
@@ -219,7 +234,9 @@ impl Node {
                 }
                 cell.clone()
             } else {
-                if map.len() >= MAX_CACHED_DEPLOYMENTS {
+                // Past the bound the cache starts over: specs are small and re-read from
+                // the local block cache, so a crude bound is enough.
+                if map.len() >= self.config.max_cached_specs {
                     map.clear();
                 }
                 let cell = Arc::new(OnceCell::new());
@@ -242,7 +259,7 @@ impl Node {
         let cid: Cid = cid_text
             .parse()
             .map_err(|_| ProviderError::BadCid(cid_text.to_string()))?;
-        let envelope_bytes = self.fetch(&cid, 1024 * 1024).await?;
+        let envelope_bytes = self.fetch(&cid, self.config.max_spec_bytes).await?;
         let envelope = Envelope::from_slice(&envelope_bytes).map_err(|e| {
             ProviderError::Spec(format!("{cid} is not a deployment this node can run: {e}"))
         })?;
@@ -259,31 +276,49 @@ impl Node {
         let artifact: Cid = spec.artifact.parse().map_err(|_| {
             ProviderError::Spec(format!("artifact {:?} is not a CID", spec.artifact))
         })?;
-        let prepared = match self.runtime.get(&spec.artifact) {
-            Some(p) => p,
-            None => match self.runtime.load_cached(&spec.artifact, kind).await {
-                Ok(Some(p)) => p,
-                _ => {
-                    let wasm = self
-                        .fetch(&artifact, self.config.max_artifact_bytes)
-                        .await?;
-                    self.runtime.prepare(&spec.artifact, kind, wasm).await?
-                }
-            },
-        };
         let limits = self.limits_for(&spec);
         let env = spec
             .env
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        tracing::info!(artifact = %artifact, runtime = %spec.runtime, "deployment ready");
+        tracing::info!(artifact = %artifact, runtime = %spec.runtime, "deployment spec ready");
         Ok(Arc::new(Deployment {
             spec,
             env,
-            prepared,
             limits,
+            artifact,
+            kind,
         }))
+    }
+
+    /// The deployment's prepared code: from memory at once, else (disk cache, or fetch
+    /// under `max_artifact_bytes` and compile) through the compile gate. Only called for
+    /// admitted calls.
+    async fn prepared(&self, d: &Deployment) -> Result<Prepared, ProviderError> {
+        let key = d.spec.artifact.clone();
+        if let Some(p) = self.runtime.get(&key) {
+            return Ok(p);
+        }
+        let (runtime, store, metrics) = (
+            self.runtime.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+        );
+        let (artifact, kind, max) = (d.artifact, d.kind, self.config.max_artifact_bytes);
+        self.compiles
+            .run(async move {
+                if let Ok(Some(p)) = runtime.load_cached(&key, kind).await {
+                    return Ok(p);
+                }
+                Metrics::inc(&metrics.artifact_fetches);
+                let wasm = store
+                    .read_file(artifact, max)
+                    .await
+                    .map_err(|e| ProviderError::from_store(&artifact, e))?;
+                Ok(runtime.prepare(&key, kind, wasm).await?)
+            })
+            .await
     }
 
     /// Opens an envelope: public specs as they are, sealed ones with this node's X25519

@@ -246,7 +246,7 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(net.get("/healthz").await, (200, "ok\n".into()));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_answers_503_with_retry_after() {
     let net = start(|c| c.max_instances = 1).await;
     let faults = net.deploy(&khachapuri_testkit::faults(), RuntimeKind::WasiHttp, |s| {
@@ -261,7 +261,17 @@ async fn a_full_node_answers_503_with_retry_after() {
     );
     let url = format!("{}/{faults}/loop", net.url);
     let busy = tokio::spawn(async move { client().get(url).send().await.unwrap().status() });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the looping call holds the only slot (a fixed sleep is flaky on a
+    // loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let wk: serde_json::Value =
+            serde_json::from_str(&net.get("/.well-known/khachapuri").await.1).unwrap();
+        if wk["capacity"]["available"] == 0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = client()
         .get(format!("{}/{hello}", net.url))
         .send()
@@ -299,6 +309,47 @@ async fn discovery_metrics_and_gateway() {
     assert_eq!(r.status(), 200);
     let bytes = r.bytes().await.unwrap();
     assert!(Cid::raw(&bytes) == hello.parse().unwrap());
+}
+
+#[tokio::test]
+async fn the_public_port_never_accepts_uploads() {
+    let net = start(|_| {}).await;
+    let form = || {
+        reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(b"planted".to_vec()))
+    };
+    for path in [
+        "/api/v0/add",
+        "/api/v0/block/put",
+        "/api/v0/pin/add?arg=bafkqaaa",
+        "/api/v0/block/get?arg=bafkqaaa",
+    ] {
+        let r = client()
+            .post(format!("{}{path}", net.url))
+            .multipart(form())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(status == 404 || status == 405, "{path}: {status}");
+    }
+    for method in [
+        reqwest::Method::PUT,
+        reqwest::Method::POST,
+        reqwest::Method::DELETE,
+    ] {
+        let r = client()
+            .request(method.clone(), format!("{}/ipfs/bafkqaaa", net.url))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} /ipfs");
+    }
+    // Nothing was stored: the block the upload carried is not served back.
+    let planted = Cid::raw(b"planted");
+    let (status, _) = net.get(&format!("/ipfs/{planted}?format=raw")).await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test]

@@ -27,6 +27,13 @@ pub struct Limits {
     pub read_timeout: Duration,
     /// Whole-request deadline for a single block.
     pub block_timeout: Duration,
+    /// Links one walk of a DAG may follow, duplicates included: a DAG of a few small
+    /// blocks that link each other a thousand times over must not keep a core busy.
+    pub max_walk_blocks: u64,
+    /// Deepest nesting a walk accepts (balanced 1024-ary DAGs of huge files stay < 6).
+    pub max_depth: u32,
+    /// Deadline of one whole walk or DAG fetch.
+    pub walk_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -37,6 +44,9 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(30),
             block_timeout: Duration::from_secs(30),
+            max_walk_blocks: 100_000,
+            max_depth: 32,
+            walk_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -154,9 +164,33 @@ impl GatewayClient {
     /// one delivers a complete, verified DAG. Blocks verified before a failure are kept
     /// (they are correct), bad ones never are.
     pub async fn fetch_dag(&self, root: Cid, store: &Blockstore) -> Result<()> {
+        self.fetch_dag_capped(root, store, self.limits.max_dag_bytes)
+            .await
+    }
+
+    /// [`GatewayClient::fetch_dag`] with a tighter byte cap (a spec is much smaller than
+    /// an artifact); each gateway gets at most `walk_timeout` for the whole CAR.
+    pub async fn fetch_dag_capped(
+        &self,
+        root: Cid,
+        store: &Blockstore,
+        max_bytes: u64,
+    ) -> Result<()> {
+        let limits = Limits {
+            max_dag_bytes: max_bytes.min(self.limits.max_dag_bytes),
+            ..self.limits
+        };
         let mut attempts = Vec::new();
         for gw in &self.gateways {
-            match self.car_from(gw, root, store).await {
+            let fetch = self.car_from(gw, root, store, &limits);
+            let result = match tokio::time::timeout(limits.walk_timeout, fetch).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Deadline {
+                    what: "CAR fetch",
+                    limit_ms: u64::try_from(limits.walk_timeout.as_millis()).unwrap_or(u64::MAX),
+                }),
+            };
+            match result {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(gateway = %gw, %root, error = %e, "CAR fetch failed");
@@ -170,7 +204,13 @@ impl GatewayClient {
         })
     }
 
-    async fn car_from(&self, gw: &str, root: Cid, store: &Blockstore) -> Result<()> {
+    async fn car_from(
+        &self,
+        gw: &str,
+        root: Cid,
+        store: &Blockstore,
+        limits: &Limits,
+    ) -> Result<()> {
         let url = format!("{gw}/ipfs/{root}?format=car&dag-scope=all");
         let resp = self
             .http
@@ -189,7 +229,7 @@ impl GatewayClient {
             return Err(remote(&url, resp.status()));
         }
         let stream = resp.bytes_stream().map_err(std::io::Error::other);
-        verify_car_into(StreamReader::new(stream), root, store, gw, &self.limits).await
+        verify_car_into(StreamReader::new(stream), root, store, gw, limits).await
     }
 }
 
@@ -210,7 +250,7 @@ pub async fn verify_car_into(
             reason: format!("root is not {root}"),
         });
     }
-    let mut walker = DagWalker::new(root);
+    let mut walker = DagWalker::with_limits(root, limits);
     let mut total: u64 = 0;
     loop {
         let next = car
@@ -227,10 +267,19 @@ pub async fn verify_car_into(
                 source_name: source_name.to_string(),
             });
         }
+        // Duplicates count against the byte cap too: a CAR repeating one block forever
+        // is as costly to read as one that never repeats.
+        total = total.saturating_add(block.len() as u64);
+        if total > limits.max_dag_bytes {
+            return Err(StoreError::TooLarge {
+                what: "DAG",
+                limit: limits.max_dag_bytes,
+            });
+        }
         if walker.seen(&cid) {
             continue;
         }
-        match walker.next_cid() {
+        match walker.next_cid()? {
             Some(expected) if expected == cid => {}
             Some(expected) => {
                 return Err(StoreError::Malformed {
@@ -245,17 +294,10 @@ pub async fn verify_car_into(
                 })
             }
         }
-        total += block.len() as u64;
-        if total > limits.max_dag_bytes {
-            return Err(StoreError::TooLarge {
-                what: "DAG",
-                limit: limits.max_dag_bytes,
-            });
-        }
         walker.visit(cid, &block)?;
         store.put_async(cid, block).await?;
     }
-    match walker.next_cid() {
+    match walker.next_cid()? {
         None => Ok(()),
         Some(missing) => Err(StoreError::IncompleteCar {
             root,

@@ -55,6 +55,14 @@ pub enum StoreError {
         /// The cap that was hit.
         limit: u64,
     },
+    /// A walk or fetch of a DAG that ran out of time.
+    #[error("{what} exceeded its deadline of {limit_ms} ms")]
+    Deadline {
+        /// What was cut short.
+        what: &'static str,
+        /// The deadline that applied.
+        limit_ms: u64,
+    },
     /// A codec we cannot walk (only raw and dag-pb UnixFS files are supported).
     #[error("unsupported content {cid}: {reason}")]
     Unsupported {
@@ -79,6 +87,9 @@ pub enum StoreError {
         /// One line per source tried.
         attempts: Vec<String>,
     },
+    /// A publishing request without the server's bearer token (or with a wrong one).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// A request argument the server cannot honour (e.g. Kubo flags of another profile).
     #[error("bad request: {0}")]
     BadRequest(String),

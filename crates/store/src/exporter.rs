@@ -1,13 +1,20 @@
 //! Walking UnixFS DAGs: the depth-first order shared by the exporter, the CAR writer and
 //! the CAR completeness check, and the streaming file exporter.
+//!
+//! Content is untrusted: every walk has a budget of links it may follow (duplicates
+//! included), a depth limit and a deadline ([`Limits`]), and sizes that blocks claim are
+//! added with checked arithmetic. A block linked many times is fetched and verified once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use khachapuri_types::{Cid, DAG_PB, RAW};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::client::Limits;
 use crate::dagpb::{PbNode, UnixfsData, UNIXFS_FILE, UNIXFS_RAW};
 use crate::error::{Result, StoreError};
 
@@ -42,31 +49,96 @@ fn invalid(cid: &Cid, e: StoreError) -> StoreError {
     }
 }
 
-/// Depth-first, pre-order, left-to-right walk that visits each block once (`dups=n`),
-/// the order trustless gateways use for `dag-scope=all` CARs.
-#[derive(Debug)]
-pub struct DagWalker {
-    stack: Vec<Cid>,
-    seen: HashSet<Cid>,
+/// The bounds of one walk, taken from [`Limits`] when it starts.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    max_links: u64,
+    max_depth: u32,
+    deadline: Instant,
+    timeout_ms: u64,
 }
 
-impl DagWalker {
-    /// A walk starting at `root`.
-    pub fn new(root: Cid) -> Self {
+impl Bounds {
+    fn new(limits: &Limits) -> Self {
         Self {
-            stack: vec![root],
-            seen: HashSet::new(),
+            max_links: limits.max_walk_blocks,
+            max_depth: limits.max_depth,
+            deadline: Instant::now() + limits.walk_timeout,
+            timeout_ms: u64::try_from(limits.walk_timeout.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
-    /// The next block to visit, or `None` when the DAG is complete.
-    pub fn next_cid(&mut self) -> Option<Cid> {
-        while let Some(cid) = self.stack.pop() {
+    fn check_time(&self) -> Result<()> {
+        if Instant::now() >= self.deadline {
+            return Err(StoreError::Deadline {
+                what: "DAG walk",
+                limit_ms: self.timeout_ms,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_links(&self, followed: u64) -> Result<()> {
+        if followed > self.max_links {
+            return Err(StoreError::TooLarge {
+                what: "DAG walk (links followed)",
+                limit: self.max_links,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_depth(&self, depth: u32) -> Result<()> {
+        if depth > self.max_depth {
+            return Err(StoreError::TooLarge {
+                what: "DAG depth",
+                limit: u64::from(self.max_depth),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Depth-first, pre-order, left-to-right walk that visits each block once (`dups=n`),
+/// the order trustless gateways use for `dag-scope=all` CARs. Bounded by [`Limits`]:
+/// links followed, depth and a deadline.
+#[derive(Debug)]
+pub struct DagWalker {
+    stack: Vec<(Cid, u32)>,
+    seen: HashSet<Cid>,
+    depth: u32,
+    followed: u64,
+    bounds: Bounds,
+}
+
+impl DagWalker {
+    /// A walk starting at `root`, bounded by the default [`Limits`].
+    pub fn new(root: Cid) -> Self {
+        Self::with_limits(root, &Limits::default())
+    }
+
+    /// A walk starting at `root`, bounded by `limits` (its deadline starts now).
+    pub fn with_limits(root: Cid, limits: &Limits) -> Self {
+        Self {
+            stack: vec![(root, 0)],
+            seen: HashSet::new(),
+            depth: 0,
+            followed: 0,
+            bounds: Bounds::new(limits),
+        }
+    }
+
+    /// The next block to visit, `None` when the DAG is complete, or an error once the
+    /// walk's deadline has passed.
+    pub fn next_cid(&mut self) -> Result<Option<Cid>> {
+        self.bounds.check_time()?;
+        while let Some((cid, depth)) = self.stack.pop() {
             if !self.seen.contains(&cid) {
-                return Some(cid);
+                self.depth = depth;
+                return Ok(Some(cid));
             }
         }
-        None
+        Ok(None)
     }
 
     /// Whether `cid` was already visited (a duplicate in a `dups=y` CAR).
@@ -74,90 +146,175 @@ impl DagWalker {
         self.seen.contains(cid)
     }
 
-    /// Records the block of the CID last returned by [`DagWalker::next_cid`].
+    /// Records the block of the CID last returned by [`DagWalker::next_cid`]; fails when
+    /// its links would take the walk past its budget or depth.
     pub fn visit(&mut self, cid: Cid, block: &[u8]) -> Result<()> {
         self.seen.insert(cid);
-        let mut links = links_of(&cid, block)?;
-        links.reverse();
-        self.stack.extend(links);
+        let links = links_of(&cid, block)?;
+        if links.is_empty() {
+            return Ok(());
+        }
+        let depth = self.depth.saturating_add(1);
+        self.bounds.check_depth(depth)?;
+        self.followed = self.followed.saturating_add(links.len() as u64);
+        self.bounds.check_links(self.followed)?;
+        self.stack.extend(
+            links
+                .into_iter()
+                .rev()
+                .filter(|l| !self.seen.contains(l))
+                .map(|l| (l, depth)),
+        );
         Ok(())
     }
 }
 
-/// Streams the file named by `root` into `out`, fetching blocks from `source` one at a
-/// time; checks every node's sizes, and stops at `max_size` bytes. Returns bytes written.
+/// A file node decoded once: the bytes it holds itself, its children with the sizes it
+/// claims for them, and its total size.
+#[derive(Debug)]
+struct FileNode {
+    inline: Bytes,
+    children: Vec<(Cid, u64)>,
+    size: u64,
+}
+
+fn decode_file_node(cid: Cid, block: &Bytes) -> Result<FileNode> {
+    match cid.codec() {
+        RAW => Ok(FileNode {
+            inline: block.clone(),
+            children: Vec::new(),
+            size: block.len() as u64,
+        }),
+        DAG_PB => {
+            let node = PbNode::decode(block).map_err(|e| invalid(&cid, e))?;
+            let fs = UnixfsData::decode(node.data.as_deref().unwrap_or_default())
+                .map_err(|e| invalid(&cid, e))?;
+            if fs.kind != UNIXFS_FILE && fs.kind != UNIXFS_RAW {
+                return Err(StoreError::Unsupported {
+                    cid,
+                    reason: format!("UnixFS type {} is not a file", fs.kind),
+                });
+            }
+            if !node.links.is_empty() && fs.blocksizes.len() != node.links.len() {
+                return Err(StoreError::InvalidBlock {
+                    cid,
+                    reason: "blocksizes do not match links".into(),
+                });
+            }
+            let inline = Bytes::from(fs.data.unwrap_or_default());
+            let size = fs
+                .blocksizes
+                .iter()
+                .try_fold(inline.len() as u64, |acc, s| acc.checked_add(*s))
+                .ok_or_else(|| StoreError::InvalidBlock {
+                    cid,
+                    reason: "blocksizes overflow".into(),
+                })?;
+            if fs.filesize.is_some_and(|f| f != size) {
+                return Err(StoreError::InvalidBlock {
+                    cid,
+                    reason: "filesize does not match its parts".into(),
+                });
+            }
+            let children = node
+                .links
+                .iter()
+                .zip(fs.blocksizes)
+                .map(|(l, s)| (l.hash, s))
+                .collect();
+            Ok(FileNode {
+                inline,
+                children,
+                size,
+            })
+        }
+        other => Err(StoreError::Unsupported {
+            cid,
+            reason: format!("codec 0x{other:x} is not a UnixFS file"),
+        }),
+    }
+}
+
+/// Streams the file named by `root` into `out` with the default [`Limits`]; see
+/// [`export_with`].
 pub async fn export<S, W>(source: &S, root: Cid, out: &mut W, max_size: u64) -> Result<u64>
 where
     S: BlockSource + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    // (cid, file bytes the parent says it holds)
-    let mut stack: Vec<(Cid, Option<u64>)> = vec![(root, None)];
+    export_with(source, root, out, max_size, &Limits::default()).await
+}
+
+/// Streams the file named by `root` into `out`, fetching blocks from `source`; checks
+/// every node's sizes, and stops at `max_size` bytes. Returns bytes written.
+///
+/// A file may link the same block many times (a file of zeros does), so this walk
+/// follows duplicates, within `limits`: every block occurrence counts against
+/// `max_walk_blocks`, nesting against `max_depth`, all of it against `walk_timeout`.
+/// Interior nodes are decoded once and remembered (bounded by the same budget), so a
+/// node linked a thousand times is fetched and verified once.
+pub async fn export_with<S, W>(
+    source: &S,
+    root: Cid,
+    out: &mut W,
+    max_size: u64,
+    limits: &Limits,
+) -> Result<u64>
+where
+    S: BlockSource + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let bounds = Bounds::new(limits);
+    // (cid, file bytes the parent says it holds, depth)
+    let mut stack: Vec<(Cid, Option<u64>, u32)> = vec![(root, None, 0)];
+    let mut interior: HashMap<Cid, Arc<FileNode>> = HashMap::new();
+    let mut last_leaf: Option<(Cid, Arc<FileNode>)> = None;
     let mut written: u64 = 0;
-    while let Some((cid, expected)) = stack.pop() {
-        let block = source.get_block(cid).await?;
-        let (inline, children, size) = match cid.codec() {
-            RAW => (block.clone(), Vec::new(), block.len() as u64),
-            DAG_PB => {
-                let node = PbNode::decode(&block).map_err(|e| invalid(&cid, e))?;
-                let fs = UnixfsData::decode(node.data.as_deref().unwrap_or_default())
-                    .map_err(|e| invalid(&cid, e))?;
-                if fs.kind != UNIXFS_FILE && fs.kind != UNIXFS_RAW {
-                    return Err(StoreError::Unsupported {
-                        cid,
-                        reason: format!("UnixFS type {} is not a file", fs.kind),
-                    });
+    let mut visits: u64 = 0;
+    while let Some((cid, expected, depth)) = stack.pop() {
+        bounds.check_time()?;
+        visits += 1;
+        bounds.check_links(visits)?;
+        bounds.check_depth(depth)?;
+        let node = match (interior.get(&cid), &last_leaf) {
+            (Some(n), _) => n.clone(),
+            (None, Some((c, n))) if *c == cid => n.clone(),
+            _ => {
+                let block = source.get_block(cid).await?;
+                let node = Arc::new(decode_file_node(cid, &block)?);
+                if node.children.is_empty() {
+                    last_leaf = Some((cid, node.clone()));
+                } else if node.inline.is_empty() {
+                    interior.insert(cid, node.clone());
                 }
-                if !node.links.is_empty() && fs.blocksizes.len() != node.links.len() {
-                    return Err(StoreError::InvalidBlock {
-                        cid,
-                        reason: "blocksizes do not match links".into(),
-                    });
-                }
-                let inline = Bytes::from(fs.data.unwrap_or_default());
-                let size = inline.len() as u64 + fs.blocksizes.iter().sum::<u64>();
-                if fs.filesize.is_some_and(|f| f != size) {
-                    return Err(StoreError::InvalidBlock {
-                        cid,
-                        reason: "filesize does not match its parts".into(),
-                    });
-                }
-                let children: Vec<_> = node
-                    .links
-                    .iter()
-                    .zip(fs.blocksizes)
-                    .map(|(l, s)| (l.hash, Some(s)))
-                    .collect();
-                (inline, children, size)
-            }
-            other => {
-                return Err(StoreError::Unsupported {
-                    cid,
-                    reason: format!("codec 0x{other:x} is not a UnixFS file"),
-                })
+                node
             }
         };
-        if expected.is_some_and(|e| e != size) {
+        if expected.is_some_and(|e| e != node.size) {
             return Err(StoreError::InvalidBlock {
                 cid,
-                reason: format!("holds {size} bytes, parent says {expected:?}"),
+                reason: format!("holds {} bytes, parent says {expected:?}", node.size),
             });
         }
-        if stack.is_empty() && written == 0 && size > max_size {
-            return Err(StoreError::TooLarge {
-                what: "file",
-                limit: max_size,
-            });
+        let too_large = || StoreError::TooLarge {
+            what: "file",
+            limit: max_size,
+        };
+        if expected.is_none() && node.size > max_size {
+            return Err(too_large());
         }
-        written += inline.len() as u64;
-        if written > max_size {
-            return Err(StoreError::TooLarge {
-                what: "file",
-                limit: max_size,
-            });
-        }
-        out.write_all(&inline).await?;
-        stack.extend(children.into_iter().rev());
+        written = written
+            .checked_add(node.inline.len() as u64)
+            .filter(|w| *w <= max_size)
+            .ok_or_else(too_large)?;
+        out.write_all(&node.inline).await?;
+        let child_depth = depth.saturating_add(1);
+        stack.extend(
+            node.children
+                .iter()
+                .rev()
+                .map(|(c, s)| (*c, Some(*s), child_depth)),
+        );
     }
     out.flush().await?;
     Ok(written)

@@ -32,6 +32,18 @@ pub struct KuboClient {
     limits: Limits,
     /// Deadline of a whole `add` (uploads can be large).
     add_timeout: Duration,
+    /// Bearer token sent with every request (a store serving off loopback asks for one).
+    token: Option<Redacted>,
+}
+
+/// A token that `Debug` never prints.
+#[derive(Clone)]
+struct Redacted(String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// What `add` reports for the file.
@@ -59,7 +71,15 @@ impl KuboClient {
             base: base.into().trim_end_matches('/').to_string(),
             limits,
             add_timeout: Duration::from_secs(600),
+            token: None,
         })
+    }
+
+    /// The same client sending `Authorization: Bearer <token>` (empty tokens are ignored):
+    /// what a store or Kubo node behind a token asks of publishers.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty()).map(Redacted);
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -67,6 +87,10 @@ impl KuboClient {
     }
 
     async fn post(&self, url: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(&t.0),
+            None => req,
+        };
         let resp = req.send().await.map_err(|e| remote(url, e))?;
         let status = resp.status();
         if status.is_success() {

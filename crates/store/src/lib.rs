@@ -13,17 +13,19 @@ mod error;
 mod exporter;
 mod importer;
 mod kubo;
+mod rpc;
 mod server;
 mod store;
 
 pub use blockstore::{Blockstore, MAX_BLOCK_SIZE};
 pub use client::{verify_car_into, GatewayClient, Limits};
 pub use error::{Result, StoreError};
-pub use exporter::{export, links_of, BlockSource, DagWalker};
+pub use exporter::{export, export_with, links_of, BlockSource, DagWalker};
 pub use importer::{
     import_async, import_bytes, import_reader, Block, FileBuilder, Imported, CHUNK_SIZE, MAX_LINKS,
 };
 pub use khachapuri_types::Cid;
 pub use kubo::{Added, KuboClient, ADD_PROFILE_FLAGS};
-pub use server::{router, serve};
+pub use rpc::{PublishConfig, DEFAULT_MAX_UPLOAD_BYTES, TOKEN_ENV};
+pub use server::{gateway_router, router, serve, serve_with};
 pub use store::{Store, StoreConfig};

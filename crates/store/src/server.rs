@@ -1,14 +1,14 @@
-//! The embedded store's HTTP face: a trustless gateway (`GET`/`HEAD /ipfs/{cid}`) and the
-//! Kubo RPC subset publishing needs (`add`, `block/put`, `block/get`, `pin/add`), so the
-//! CLI publishes the same way here and to a real Kubo node.
+//! The embedded store's read-only HTTP face: a trustless gateway (`GET`/`HEAD
+//! /ipfs/{cid}`), safe to mount on a port that faces strangers (the provider node). The
+//! Kubo RPC subset that writes lives in [`crate::rpc`] and is served only by [`serve`].
 
 use std::future::Future;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use khachapuri_types::Cid;
@@ -17,39 +17,72 @@ use tokio::net::TcpListener;
 
 use crate::blockstore::Blockstore;
 use crate::car;
+use crate::client::Limits;
 use crate::error::StoreError;
-use crate::exporter::DagWalker;
-use crate::importer::{FileBuilder, CHUNK_SIZE};
+use crate::exporter::{export_with, DagWalker};
+use crate::rpc::{self, PublishConfig};
 
 const RAW_TYPE: &str = "application/vnd.ipld.raw";
 const CAR_TYPE: &str = "application/vnd.ipld.car";
 
-/// Routes of the gateway and the Kubo RPC subset over `store`, to mount in a bigger
-/// router (the provider node) or serve alone with [`serve`].
-pub fn router(store: Blockstore) -> Router {
+/// The read-only trustless gateway over `store` (`GET`/`HEAD /ipfs/{cid}`): what the
+/// provider node mounts on its public port, where nothing may write.
+/// Every walk it makes of the DAG asked for is bounded by `limits` (links followed,
+/// depth, deadline, file size `max_dag_bytes`).
+pub fn gateway_router(store: Blockstore, limits: Limits) -> Router {
     Router::new()
         .route("/ipfs/{cid}", get(get_ipfs))
-        .route("/api/v0/add", post(rpc_add))
-        .route("/api/v0/block/put", post(rpc_block_put))
-        .route("/api/v0/block/get", post(rpc_block_get))
-        .route("/api/v0/pin/add", post(rpc_pin_add))
-        .layer(DefaultBodyLimit::disable())
-        .with_state(store)
+        .with_state(Gateway { store, limits })
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes, then drains connections.
+/// State of the gateway routes.
+#[derive(Clone)]
+struct Gateway {
+    store: Blockstore,
+    limits: Limits,
+}
+
+/// The gateway plus the Kubo RPC subset publishing needs, guarded by `config` (bearer
+/// token, upload size cap): what `khachapuri store serve` and the dev store answer.
+pub fn router(store: Blockstore, limits: Limits, config: PublishConfig) -> Router {
+    gateway_router(store.clone(), limits).merge(rpc::router(store, limits, config))
+}
+
+/// Serves [`router`] with the default [`PublishConfig`] (no token, so loopback only)
+/// until `shutdown` completes, then drains connections.
 pub async fn serve(
     listener: TcpListener,
     store: Blockstore,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store))
+    serve_with(
+        listener,
+        store,
+        Limits::default(),
+        PublishConfig::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves [`router`] with `limits` and `config`. Refuses to start on a non-loopback address without a
+/// token: anyone who can reach the port could otherwise fill the disk.
+pub async fn serve_with(
+    listener: TcpListener,
+    store: Blockstore,
+    limits: Limits,
+    config: PublishConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    config.check_exposure(addr)?;
+    axum::serve(listener, router(store, limits, config))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-/// The one place store errors become HTTP answers.
-struct ApiError(StoreError);
+/// The one place store errors become HTTP answers (gateway and RPC alike).
+pub(crate) struct ApiError(pub(crate) StoreError);
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -67,6 +100,8 @@ impl IntoResponse for ApiError {
             | StoreError::Malformed { .. }
             | StoreError::InvalidBlock { .. } => StatusCode::BAD_REQUEST,
             StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            StoreError::Deadline { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             StoreError::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
             StoreError::Remote { .. }
             | StoreError::AllSourcesFailed { .. }
@@ -78,11 +113,16 @@ impl IntoResponse for ApiError {
         }
         // Kubo's error shape, which its clients already understand.
         let body = serde_json::json!({"Message": self.0.to_string(), "Code": 0, "Type": "error"});
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Debug, Deserialize)]
 struct GatewayQuery {
@@ -120,11 +160,12 @@ fn pick_format(query: &GatewayQuery, headers: &HeaderMap) -> ApiResult<Format> {
 }
 
 async fn get_ipfs(
-    State(store): State<Blockstore>,
+    State(gw): State<Gateway>,
     Path(cid): Path<String>,
     Query(query): Query<GatewayQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let Gateway { store, limits } = gw;
     let cid: Cid = cid.parse().map_err(StoreError::from)?;
     if query.dag_scope.as_deref().is_some_and(|s| s != "all") {
         return Err(StoreError::BadRequest("only dag-scope=all is supported".into()).into());
@@ -138,15 +179,25 @@ async fn get_ipfs(
     let (content_type, body) = match format {
         Format::Raw => (RAW_TYPE, Body::from(root)),
         Format::Car => {
-            ensure_complete(&store, cid).await?;
+            ensure_complete(&store, cid, &limits).await?;
             (
                 "application/vnd.ipld.car; version=1; order=dfs; dups=n",
-                stream_dag(store, cid, true),
+                stream_car(store, cid, limits),
             )
         }
         Format::File => {
-            ensure_complete(&store, cid).await?;
-            ("application/octet-stream", stream_dag(store, cid, false))
+            ensure_complete(&store, cid, &limits).await?;
+            // A dry run first (bounded like the real one), so a file that is too large or
+            // too costly to walk is a 4xx, not a 200 cut off mid-stream.
+            export_with(
+                &store,
+                cid,
+                &mut tokio::io::sink(),
+                limits.max_dag_bytes,
+                &limits,
+            )
+            .await?;
+            ("application/octet-stream", stream_file(store, cid, limits))
         }
     };
     let mut response = Response::new(body);
@@ -169,9 +220,13 @@ async fn get_ipfs(
 
 /// Checks the whole DAG is local before a 200 is sent, so a missing block is a 404 and
 /// not a stream cut in the middle.
-async fn ensure_complete(store: &Blockstore, root: Cid) -> ApiResult<()> {
-    let mut walker = DagWalker::new(root);
-    while let Some(cid) = walker.next_cid() {
+pub(crate) async fn ensure_complete(
+    store: &Blockstore,
+    root: Cid,
+    limits: &Limits,
+) -> ApiResult<()> {
+    let mut walker = DagWalker::with_limits(root, limits);
+    while let Some(cid) = walker.next_cid()? {
         if cid.codec() == khachapuri_types::RAW {
             if !store.has(&cid) {
                 return Err(StoreError::NotFound(cid).into());
@@ -188,15 +243,23 @@ async fn ensure_complete(store: &Blockstore, root: Cid) -> ApiResult<()> {
     Ok(())
 }
 
-/// Streams the DAG depth-first: as a CAR, or (for browsers) as the file's bytes.
-fn stream_dag(store: Blockstore, root: Cid, as_car: bool) -> Body {
+/// Streams the DAG depth-first as a CAR (`dups=n`), each block once.
+fn stream_car(store: Blockstore, root: Cid, limits: Limits) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StoreError>>(4);
     tokio::spawn(async move {
-        if as_car && tx.send(Ok(Bytes::from(car::header(&root)))).await.is_err() {
+        if tx.send(Ok(Bytes::from(car::header(&root)))).await.is_err() {
             return;
         }
-        let mut walker = DagWalker::new(root);
-        while let Some(cid) = walker.next_cid() {
+        let mut walker = DagWalker::with_limits(root, &limits);
+        loop {
+            let cid = match walker.next_cid() {
+                Ok(Some(cid)) => cid,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
             let block = match store.get_async(cid).await {
                 Ok(Some(b)) => b,
                 Ok(None) => {
@@ -212,22 +275,9 @@ fn stream_dag(store: Blockstore, root: Cid, as_car: bool) -> Body {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
-            let chunk = if as_car {
-                let mut section = car::section_prefix(&cid, block.len());
-                section.extend_from_slice(&block);
-                Bytes::from(section)
-            } else if cid.codec() == khachapuri_types::RAW {
-                block
-            } else {
-                match file_inline_data(&cid, &block) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            };
-            if tx.send(Ok(chunk)).await.is_err() {
+            let mut section = car::section_prefix(&cid, block.len());
+            section.extend_from_slice(&block);
+            if tx.send(Ok(Bytes::from(section))).await.is_err() {
                 return;
             }
         }
@@ -238,190 +288,14 @@ fn stream_dag(store: Blockstore, root: Cid, as_car: bool) -> Body {
     Body::from_stream(stream)
 }
 
-fn file_inline_data(cid: &Cid, block: &[u8]) -> Result<Bytes, StoreError> {
-    let node = crate::dagpb::PbNode::decode(block)?;
-    let fs = crate::dagpb::UnixfsData::decode(node.data.as_deref().unwrap_or_default())?;
-    if fs.kind != crate::dagpb::UNIXFS_FILE && fs.kind != crate::dagpb::UNIXFS_RAW {
-        return Err(StoreError::Unsupported {
-            cid: *cid,
-            reason: "not a UnixFS file".into(),
-        });
-    }
-    Ok(Bytes::from(fs.data.unwrap_or_default()))
-}
-
-#[derive(Debug, Deserialize)]
-struct AddQuery {
-    #[serde(rename = "cid-version")]
-    cid_version: Option<String>,
-    #[serde(rename = "raw-leaves")]
-    raw_leaves: Option<String>,
-    chunker: Option<String>,
-    hash: Option<String>,
-    trickle: Option<String>,
-    pin: Option<String>,
-}
-
-/// Rejects Kubo flags that would give other CIDs than this store computes.
-fn check_add_flags(q: &AddQuery) -> Result<(), StoreError> {
-    let ok =
-        |v: &Option<String>, allowed: &[&str]| v.as_deref().is_none_or(|v| allowed.contains(&v));
-    if ok(&q.cid_version, &["1"])
-        && ok(&q.raw_leaves, &["true", "1"])
-        && ok(&q.chunker, &["size-1048576"])
-        && ok(&q.hash, &["sha2-256"])
-        && ok(&q.trickle, &["false", "0"])
-    {
-        Ok(())
-    } else {
-        Err(StoreError::BadRequest(
-            "this store only imports with the unixfs-v1-2025 profile (cid-version=1, raw-leaves=true, chunker=size-1048576, hash=sha2-256, no trickle)".into(),
-        ))
-    }
-}
-
-async fn rpc_add(
-    State(store): State<Blockstore>,
-    Query(query): Query<AddQuery>,
-    mut multipart: Multipart,
-) -> ApiResult<Response> {
-    check_add_flags(&query)?;
-    let mut lines = String::new();
-    while let Some(mut field) = multipart.next_field().await.map_err(bad_multipart)? {
-        if field.content_type() == Some("application/x-directory") {
-            return Err(StoreError::BadRequest("directories are not supported".into()).into());
+/// Streams the file's bytes (for browsers), duplicates included, within `limits`.
+fn stream_file(store: Blockstore, root: Cid, limits: Limits) -> Body {
+    let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        if let Err(e) = export_with(&store, root, &mut writer, limits.max_dag_bytes, &limits).await
+        {
+            tracing::debug!(%root, error = %e, "file stream cut");
         }
-        let name = field.file_name().or(field.name()).unwrap_or("").to_string();
-        let mut builder = FileBuilder::new();
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_SIZE);
-        let mut blocks = Vec::new();
-        while let Some(data) = field.chunk().await.map_err(bad_multipart)? {
-            let mut data = &data[..];
-            while !data.is_empty() {
-                let take = (CHUNK_SIZE - buf.len()).min(data.len());
-                buf.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                if buf.len() == CHUNK_SIZE {
-                    let chunk = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_SIZE));
-                    builder.push_chunk(Bytes::from(chunk), &mut |b| {
-                        blocks.push(b);
-                        Ok(())
-                    })?;
-                    store.put_many_trusted(std::mem::take(&mut blocks)).await?;
-                }
-            }
-        }
-        if !buf.is_empty() {
-            builder.push_chunk(Bytes::from(buf), &mut |b| {
-                blocks.push(b);
-                Ok(())
-            })?;
-        }
-        let imported = builder.finish(&mut |b| {
-            blocks.push(b);
-            Ok(())
-        })?;
-        store.put_many_trusted(blocks).await?;
-        if query.pin.as_deref() != Some("false") {
-            store.pin(&imported.cid)?;
-        }
-        let line = serde_json::json!({
-            "Name": name,
-            "Hash": imported.cid.to_string(),
-            "Size": imported.dag_size.to_string(),
-        });
-        lines.push_str(&line.to_string());
-        lines.push('\n');
-    }
-    Ok(([(header::CONTENT_TYPE, "application/json")], lines).into_response())
-}
-
-fn bad_multipart(e: axum::extract::multipart::MultipartError) -> ApiError {
-    StoreError::BadRequest(format!("multipart body: {e}")).into()
-}
-
-#[derive(Debug, Deserialize)]
-struct BlockPutQuery {
-    #[serde(rename = "cid-codec")]
-    cid_codec: Option<String>,
-    format: Option<String>,
-    mhtype: Option<String>,
-    pin: Option<String>,
-}
-
-async fn rpc_block_put(
-    State(store): State<Blockstore>,
-    Query(query): Query<BlockPutQuery>,
-    mut multipart: Multipart,
-) -> ApiResult<Response> {
-    if query.mhtype.as_deref().is_some_and(|h| h != "sha2-256") {
-        return Err(StoreError::BadRequest("only sha2-256 is supported".into()).into());
-    }
-    let codec = match query.cid_codec.as_deref().or(query.format.as_deref()) {
-        None | Some("raw") => khachapuri_types::RAW,
-        Some("dag-pb") | Some("v0") | Some("protobuf") => khachapuri_types::DAG_PB,
-        Some(other) => {
-            return Err(StoreError::BadRequest(format!("unsupported codec {other:?}")).into())
-        }
-    };
-    let mut lines = String::new();
-    while let Some(mut field) = multipart.next_field().await.map_err(bad_multipart)? {
-        let mut data = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
-            if data.len() + chunk.len() > crate::blockstore::MAX_BLOCK_SIZE {
-                return Err(StoreError::TooLarge {
-                    what: "block",
-                    limit: crate::blockstore::MAX_BLOCK_SIZE as u64,
-                }
-                .into());
-            }
-            data.extend_from_slice(&chunk);
-        }
-        if codec == khachapuri_types::DAG_PB {
-            crate::dagpb::PbNode::decode(&data)?;
-        }
-        let cid = Cid::of(codec, &data);
-        let size = data.len();
-        store.put_async(cid, Bytes::from(data)).await?;
-        if query.pin.as_deref() == Some("true") {
-            store.pin(&cid)?;
-        }
-        lines.push_str(&serde_json::json!({"Key": cid.to_string(), "Size": size}).to_string());
-        lines.push('\n');
-    }
-    Ok(([(header::CONTENT_TYPE, "application/json")], lines).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-struct ArgQuery {
-    arg: String,
-}
-
-async fn rpc_block_get(
-    State(store): State<Blockstore>,
-    Query(query): Query<ArgQuery>,
-) -> ApiResult<Response> {
-    let cid = query.cid()?;
-    let block = store
-        .get_async(cid)
-        .await?
-        .ok_or(StoreError::NotFound(cid))?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], block).into_response())
-}
-
-async fn rpc_pin_add(
-    State(store): State<Blockstore>,
-    Query(query): Query<ArgQuery>,
-) -> ApiResult<Response> {
-    let cid = query.cid()?;
-    ensure_complete(&store, cid).await?;
-    store.pin(&cid)?;
-    Ok(Json(serde_json::json!({"Pins": [cid.to_string()]})).into_response())
-}
-
-impl ArgQuery {
-    /// The CID in Kubo's `arg` (bare, or as an `/ipfs/` path).
-    fn cid(&self) -> Result<Cid, StoreError> {
-        Ok(self.arg.trim_start_matches("/ipfs/").parse()?)
-    }
+    });
+    Body::from_stream(tokio_util::io::ReaderStream::new(reader))
 }

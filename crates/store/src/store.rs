@@ -10,7 +10,7 @@ use khachapuri_types::Cid;
 use crate::blockstore::{blocking, Blockstore};
 use crate::client::{GatewayClient, Limits};
 use crate::error::{Result, StoreError};
-use crate::exporter::{export, BlockSource, DagWalker};
+use crate::exporter::{export_with, BlockSource, DagWalker};
 use crate::importer::{import_reader, Imported};
 use crate::kubo::KuboClient;
 
@@ -96,10 +96,15 @@ impl Store {
         blocking(move || import_reader(&data[..], |b| local.put_trusted(&b.cid, &b.data))).await
     }
 
+    /// The caps and timeouts this store applies to remote content and walks.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Whether every block of the DAG under `root` is stored locally.
     pub async fn is_complete(&self, root: Cid) -> Result<bool> {
-        let mut walker = DagWalker::new(root);
-        while let Some(cid) = walker.next_cid() {
+        let mut walker = DagWalker::with_limits(root, &self.limits);
+        while let Some(cid) = walker.next_cid()? {
             match self.local.get_async(cid).await? {
                 Some(block) => walker.visit(cid, &block)?,
                 None => return Ok(false),
@@ -111,26 +116,46 @@ impl Store {
     /// Makes the whole DAG under `root` local: a CAR from the gateways (one request per
     /// gateway), and if that fails, block by block from every source.
     pub async fn fetch(&self, root: Cid) -> Result<()> {
+        self.fetch_capped(root, self.limits.max_dag_bytes).await
+    }
+
+    /// [`Store::fetch`] bringing in at most `max_bytes` of blocks (duplicates included),
+    /// within the walk bounds of [`Limits`].
+    pub async fn fetch_capped(&self, root: Cid, max_bytes: u64) -> Result<()> {
+        let max_bytes = max_bytes.min(self.limits.max_dag_bytes);
         if self.is_complete(root).await? {
             return Ok(());
         }
         if let Some(gw) = &self.gateways {
-            match gw.fetch_dag(root, &self.local).await {
+            match gw.fetch_dag_capped(root, &self.local, max_bytes).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(%root, error = %e, "CAR fetch failed; trying block by block")
                 }
             }
         }
-        let mut walker = DagWalker::new(root);
+        // The walker checks its deadline between blocks; this bounds a slow block too.
+        let timeout = self.limits.walk_timeout;
+        match tokio::time::timeout(timeout, self.fetch_blocks(root, max_bytes)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Deadline {
+                what: "DAG fetch",
+                limit_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// Block-by-block fetch of the DAG under `root`, each block from every source.
+    async fn fetch_blocks(&self, root: Cid, max_bytes: u64) -> Result<()> {
+        let mut walker = DagWalker::with_limits(root, &self.limits);
         let mut total = 0u64;
-        while let Some(cid) = walker.next_cid() {
+        while let Some(cid) = walker.next_cid()? {
             let block = self.get_block(cid).await?;
-            total += block.len() as u64;
-            if total > self.limits.max_dag_bytes {
+            total = total.saturating_add(block.len() as u64);
+            if total > max_bytes {
                 return Err(StoreError::TooLarge {
                     what: "DAG",
-                    limit: self.limits.max_dag_bytes,
+                    limit: max_bytes,
                 });
             }
             walker.visit(cid, &block)?;
@@ -138,11 +163,12 @@ impl Store {
         Ok(())
     }
 
-    /// The whole file under `root` in memory (specs, artifacts), at most `max_size` bytes.
+    /// The whole file under `root` in memory (specs, artifacts), at most `max_size` bytes;
+    /// the blocks fetched for it are capped near `max_size` too, not at the store's DAG cap.
     pub async fn read_file(&self, root: Cid, max_size: u64) -> Result<Bytes> {
-        self.fetch(root).await?;
+        self.fetch_capped(root, dag_cap(max_size)).await?;
         let mut out = Vec::new();
-        export(self, root, &mut out, max_size).await?;
+        export_with(self, root, &mut out, max_size, &self.limits).await?;
         Ok(Bytes::from(out))
     }
 
@@ -151,8 +177,8 @@ impl Store {
     where
         W: tokio::io::AsyncWrite + Unpin + ?Sized,
     {
-        self.fetch(root).await?;
-        export(self, root, out, max_size).await
+        self.fetch_capped(root, dag_cap(max_size)).await?;
+        export_with(self, root, out, max_size, &self.limits).await
     }
 
     /// One verified block: local, then gateways, then Kubo; remote blocks are cached.
@@ -184,6 +210,14 @@ impl Store {
         self.local.put_async(cid, block.clone()).await?;
         Ok(block)
     }
+}
+
+/// Block bytes a file of `max_size` bytes may take: its data plus dag-pb overhead
+/// (links, sizes) of well under one eighth, and room for a small file's root node.
+fn dag_cap(max_size: u64) -> u64 {
+    max_size
+        .saturating_add(max_size / 8)
+        .saturating_add(64 * 1024)
 }
 
 impl BlockSource for Store {

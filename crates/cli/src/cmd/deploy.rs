@@ -147,7 +147,8 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
             ..Default::default()
         },
     )
-    .context("bad store URL in the profile")?;
+    .context("bad store URL in the profile")?
+    .with_token(super::store::publish_token(&profile)?);
     printer.status(format!(
         "uploading {} ({} bytes)",
         artifact_path.display(),

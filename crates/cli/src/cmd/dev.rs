@@ -51,6 +51,18 @@ pub struct DevArgs {
 /// Runs the local network until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
     let base = home.root().join("dev");
+    // Off loopback the dev store asks publishers for KHACHAPURI_STORE_TOKEN (the CLI
+    // sends the same variable); refuse early rather than expose uploads.
+    let store_publish = khachapuri_store::PublishConfig {
+        token: super::store::server_token(None)?,
+        max_upload_bytes: None,
+    };
+    store_publish.check_exposure(args.store_listen).map_err(|e| {
+        hint(
+            e.to_string(),
+            "set KHACHAPURI_STORE_TOKEN for both `khachapuri dev` and the publishing commands, or keep --store-listen on 127.0.0.1",
+        )
+    })?;
     let store_listener = bind(args.store_listen, "store", printer).await?;
     let provider_listener = bind(args.provider_listen, "provider", printer).await?;
     let store_url = format!("http://{}", store_listener.local_addr()?);
@@ -179,9 +191,11 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
         active_profile: Some("dev".into()),
     })?;
 
-    let store_task = tokio::spawn(khachapuri_store::serve(
+    let store_task = tokio::spawn(khachapuri_store::serve_with(
         store_listener,
         store,
+        khachapuri_store::Limits::default(),
+        store_publish,
         shutdown.clone().wait(),
     ));
     let provider_task = tokio::spawn(khachapuri_provider::serve(

@@ -2,12 +2,12 @@
 //! with CIDs identical to Kubo's `unixfs-v1-2025` profile.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use khachapuri_store::{Cid, KuboClient, Limits, Store, StoreConfig};
+use khachapuri_store::{Cid, KuboClient, Limits, PublishConfig, Store, StoreConfig, TOKEN_ENV};
 use serde_json::json;
 
 use crate::home::Home;
@@ -47,11 +47,19 @@ pub enum StoreCommand {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Serve the local store as a trustless gateway and Kubo RPC subset.
+    /// Serve the local store as a trustless gateway and Kubo RPC subset. Off loopback,
+    /// publishing asks for a bearer token: from --token-file or KHACHAPURI_STORE_TOKEN.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:5001")]
         listen: SocketAddr,
+        /// File holding the bearer token publishers must send (never the token itself on
+        /// the command line).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Largest upload body (`add`, `block/put`) in bytes.
+        #[arg(long, default_value_t = khachapuri_store::DEFAULT_MAX_UPLOAD_BYTES)]
+        max_upload_bytes: u64,
     },
 }
 
@@ -64,7 +72,17 @@ pub async fn run(args: StoreArgs, home: &Home, printer: &Printer) -> anyhow::Res
             publish,
         } => add(home, printer, file, json, publish).await,
         StoreCommand::Get { cid, output } => get(home, printer, &cid, output).await,
-        StoreCommand::Serve { listen } => serve(home, printer, listen).await,
+        StoreCommand::Serve {
+            listen,
+            token_file,
+            max_upload_bytes,
+        } => {
+            let config = PublishConfig {
+                token: server_token(token_file.as_deref())?,
+                max_upload_bytes: Some(max_upload_bytes),
+            };
+            serve(home, printer, listen, config).await
+        }
     }
 }
 
@@ -137,7 +155,8 @@ async fn add(
                 "run `khachapuri dev` or set store_url in the profile",
             )
         })?;
-        let kubo = KuboClient::new(url.clone(), Limits::default())?;
+        let kubo = KuboClient::new(url.clone(), Limits::default())?
+            .with_token(publish_token(&home.active_profile()?)?);
         let added = kubo
             .add_file(&file)
             .await
@@ -204,7 +223,61 @@ async fn get(
     Ok(())
 }
 
-async fn serve(home: &Home, printer: &Printer, listen: SocketAddr) -> anyhow::Result<()> {
+/// The token a store server asks publishers for: the file's first line, else
+/// `KHACHAPURI_STORE_TOKEN`; `None` when neither is set.
+pub(crate) fn server_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            hint(
+                format!("cannot read the token file {}: {e}", path.display()),
+                "write the token on the file's first line (e.g. `openssl rand -hex 32 > token`)",
+            )
+        })?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.is_empty() {
+            return Err(hint(
+                format!("the token file {} is empty", path.display()),
+                "write the token on the file's first line",
+            ));
+        }
+        return Ok(Some(token));
+    }
+    Ok(std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty()))
+}
+
+/// The token publishing sends to the profile's store: `KHACHAPURI_STORE_TOKEN`, else the
+/// file named by the profile's `store_token_file`; `None` for an open (loopback) store.
+pub(crate) fn publish_token(profile: &crate::home::Profile) -> anyhow::Result<Option<String>> {
+    if let Some(t) = std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        return Ok(Some(t.trim().to_string()));
+    }
+    match profile
+        .extra
+        .get("store_token_file")
+        .and_then(|v| v.as_str())
+    {
+        Some(path) => server_token(Some(Path::new(path))),
+        None => Ok(None),
+    }
+}
+
+async fn serve(
+    home: &Home,
+    printer: &Printer,
+    listen: SocketAddr,
+    config: PublishConfig,
+) -> anyhow::Result<()> {
+    if let Err(e) = config.check_exposure(listen) {
+        return Err(hint(
+            e.to_string(),
+            "pass --token-file FILE (or set KHACHAPURI_STORE_TOKEN); publishers then set the same variable or `store_token_file` in their profile",
+        ));
+    }
     let store = open_store(home)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         hint(
@@ -221,7 +294,14 @@ async fn serve(home: &Home, printer: &Printer, listen: SocketAddr) -> anyhow::Re
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    khachapuri_store::serve(listener, store.local().clone(), shutdown).await?;
+    khachapuri_store::serve_with(
+        listener,
+        store.local().clone(),
+        Limits::default(),
+        config,
+        shutdown,
+    )
+    .await?;
     printer.status("store server stopped");
     Ok(())
 }
@@ -250,5 +330,26 @@ impl tokio::io::AsyncWrite for PrinterWriter<'_> {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_gives_its_first_line_and_empty_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cret \nsecond line\n").expect("write");
+        assert_eq!(
+            server_token(Some(&file)).expect("read").as_deref(),
+            Some("s3cret")
+        );
+        std::fs::write(&file, "\n").expect("write");
+        let err = server_token(Some(&file)).expect_err("empty");
+        assert!(err.to_string().contains("empty"), "{err}");
+        let missing = dir.path().join("absent");
+        assert!(server_token(Some(&missing)).is_err());
     }
 }
