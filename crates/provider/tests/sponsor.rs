@@ -136,6 +136,10 @@ async fn a_budget_and_its_top_ups_survive_a_restart() {
     net.fund(&owner, "1").await;
     // A spec from before `sponsor_budget`: the carried voucher's amount is the budget.
     let legacy = sponsored(&net, "legacy", &owner, &net.voucher(&owner, "0.005"), None);
+    // The owner's own paid call raises the channel to 0.05: only the budget stops callers.
+    let echo = net.deploy_echo(|_| {});
+    let (status, _, body) = net.call(&echo, Some(&net.voucher(&owner, "0.05"))).await;
+    assert_eq!(status, 200, "{body}");
     let (served, body) = drain(&net, &legacy).await;
     assert!(served >= 2, "served {served}: {body}");
     assert_eq!(body["budget"]["authorized"], BUDGET_MICRO, "{body}");
@@ -149,9 +153,9 @@ async fn a_budget_and_its_top_ups_survive_a_restart() {
     );
     assert_eq!(body["budget"]["consumed"], consumed, "{body}");
 
-    let (status, v) = top_up(&net, net.voucher(&owner, "0.01"), Some(&legacy)).await;
+    let (status, v) = top_up(&net, net.voucher(&owner, "0.06"), Some(&legacy)).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["deployment"]["credited"], "5000", "{v}");
+    assert_eq!(v["deployment"]["credited"], "10000", "{v}");
     net.restart().await;
     let (status, _, body) = net.call(&legacy, None).await;
     assert_eq!(status, 200, "the top-up is durable: {body}");
