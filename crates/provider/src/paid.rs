@@ -574,6 +574,7 @@ impl Admission for Paid {
             "voucher": {
                 "header": PAYMENT_HEADER,
                 "top_up": "/.well-known/khachapuri/voucher",
+                "top_up_deployment": "/.well-known/khachapuri/voucher?deployment={cid}",
             },
         }))
     }
