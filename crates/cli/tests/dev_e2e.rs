@@ -161,15 +161,32 @@ fn dev_deploy_call_escrow_and_stop() {
         (voucher.voucher.payer, voucher.voucher.provider),
         (owner, operator)
     );
-    assert_eq!(
-        voucher.voucher.amount,
-        khachapuri_chain::U256::from(1_500_000u64)
-    );
+    // The voucher is cumulative for the channel (on top of what the owner already signed);
+    // the deployment's own budget is the owner-signed `sponsor_budget`.
+    assert!(voucher.voucher.amount >= khachapuri_chain::U256::from(1_500_000u64));
+    assert_eq!(spec.sponsor_budget.as_deref(), Some("1500000"));
     let escrow: khachapuri_chain::Address = info["escrow"].as_str().unwrap().parse().unwrap();
     voucher.verify(31337, escrow).unwrap();
     assert_eq!(
         dev.ok(&["call", cid, "/env"]),
         "API_TOKEN=s3cr3t-from-env-file\n"
+    );
+    // A second sponsorship stacks on the same channel: its voucher is the first's plus
+    // its own budget, which is all its callers may draw.
+    let second: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["deploy", faults, "--sponsor", "0.5", "--json"])).unwrap();
+    let envelope = khachapuri_types::Envelope::from_slice(
+        dev.ok(&["store", "get", second["cid"].as_str().unwrap()])
+            .as_bytes(),
+    )
+    .unwrap();
+    let spec2 = khachapuri_seal::open(&envelope, &format!("{operator:#x}"), &key).unwrap();
+    let voucher2 =
+        khachapuri_payments::decode_payment(spec2.sponsor_voucher.as_deref().unwrap()).unwrap();
+    assert_eq!(spec2.sponsor_budget.as_deref(), Some("500000"));
+    assert_eq!(
+        voucher2.voucher.amount,
+        voucher.voucher.amount + khachapuri_chain::U256::from(500_000u64)
     );
     let refused = dev.run(&["deploy", faults, "--public", "--sponsor", "1"], &root());
     assert!(!refused.status.success());

@@ -17,6 +17,7 @@ pub mod payment;
 pub mod pricing;
 pub mod receipt;
 pub mod settle;
+pub mod sponsor;
 pub mod verify;
 
 pub use client::{ChannelRecord, Decision, PayPolicy, Payer, Payment, PaymentRequired};
@@ -30,4 +31,5 @@ pub use payment::{decode_payment, encode_payment, PAYMENT_HEADER, RECEIPT_HEADER
 pub use pricing::{base_to_micro, micro_to_base_ceil, Pricing, Usage, MICRO_PER_BASE};
 pub use receipt::{check_request_id, Receipt, ReceiptProof, SIGN_RECEIPT_HEADER};
 pub use settle::{classify_event, Backoff, EventAction, SettlePolicy, SettleReport, Settler};
+pub use sponsor::{top_up_increase, Budget, BudgetHold, BudgetKey, Grant, SponsorBudgets};
 pub use verify::{ChannelCache, VoucherVerifier};

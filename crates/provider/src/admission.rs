@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use axum::http::HeaderMap;
-use khachapuri_payments::Reservation;
+use khachapuri_payments::{BudgetHold, Reservation};
 use khachapuri_types::Spec;
 
 use crate::ProviderError;
@@ -54,6 +54,8 @@ pub struct Ticket {
     pub payer: Option<String>,
     /// The credit held for the call's maximum cost, when the call is paid.
     pub reservation: Option<Reservation>,
+    /// For a sponsored call: the same maximum cost held against the deployment's budget.
+    pub budget: Option<BudgetHold>,
     /// The caller's `Khachapuri-Sign-Receipt` request id: sign this call's receipt.
     pub receipt_id: Option<String>,
 }
@@ -83,11 +85,13 @@ pub trait Admission: Send + Sync + 'static {
         None
     }
 
-    /// `POST /.well-known/khachapuri/voucher`: verifies and records a top-up voucher and
-    /// answers where the channel stands. Free nodes have nothing to top up.
+    /// `POST /.well-known/khachapuri/voucher[?deployment=CID]`: verifies and records a
+    /// top-up voucher (crediting the named sponsored deployment's budget) and answers where
+    /// the channel stands. Free nodes have nothing to top up.
     fn top_up<'a>(
         &'a self,
         _body: &'a [u8],
+        _deployment: Option<&'a Spec>,
     ) -> BoxFuture<'a, Result<serde_json::Value, ProviderError>> {
         Box::pin(async {
             Err(ProviderError::NotPaid(

@@ -55,8 +55,25 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
         .into_response()
 }
 
-async fn voucher(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    match node.admission.top_up(&body).await {
+/// `?deployment=CID`: the sponsored deployment a top-up is for.
+#[derive(Debug, serde::Deserialize)]
+struct TopUpQuery {
+    deployment: Option<String>,
+}
+
+async fn voucher(
+    State(node): State<Arc<Node>>,
+    axum::extract::Query(q): axum::extract::Query<TopUpQuery>,
+    body: Bytes,
+) -> Response {
+    let spec = match &q.deployment {
+        None => None,
+        Some(cid) => match node.spec_of(cid).await {
+            Ok(spec) => Some(spec),
+            Err(e) => return answer(Err(e)),
+        },
+    };
+    match node.admission.top_up(&body, spec.as_deref()).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => answer(Err(e)),
     }

@@ -255,6 +255,27 @@ impl Node {
         result
     }
 
+    /// The spec behind a callable CID: the cached deployment's, else the envelope opened
+    /// (and its signature checked) without fetching or compiling the artifact, so naming a
+    /// deployment (a top-up) costs no more than an unpaid call.
+    pub async fn spec_of(&self, cid_text: &str) -> Result<Arc<Spec>, ProviderError> {
+        let cached = {
+            let map = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(cid_text).and_then(|c| c.get().cloned())
+        };
+        if let Some(d) = cached {
+            return Ok(Arc::new(d.spec.clone()));
+        }
+        let cid: Cid = cid_text
+            .parse()
+            .map_err(|_| ProviderError::BadCid(cid_text.to_string()))?;
+        let envelope_bytes = self.fetch(&cid, 1024 * 1024).await?;
+        let envelope = Envelope::from_slice(&envelope_bytes).map_err(|e| {
+            ProviderError::Spec(format!("{cid} is not a deployment this node can run: {e}"))
+        })?;
+        Ok(Arc::new(self.open(envelope)?))
+    }
+
     async fn load(&self, cid_text: &str) -> Result<Arc<Deployment>, ProviderError> {
         let cid: Cid = cid_text
             .parse()

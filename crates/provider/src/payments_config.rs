@@ -13,7 +13,7 @@ use khachapuri_chain::wallet::{open_keystore, parse_private_key};
 use khachapuri_chain::{
     parse_usdc, Address, Chain, EscrowClient, PrivateKeySigner, RegistryClient,
 };
-use khachapuri_payments::{Ledger, Pricing, SettlePolicy, Settler};
+use khachapuri_payments::{Ledger, Pricing, SettlePolicy, Settler, SponsorBudgets};
 use serde::{Deserialize, Serialize};
 
 use crate::paid::{Paid, PaidTerms};
@@ -222,10 +222,15 @@ pub async fn connect_payments(config: &mut NodeConfig) -> Result<PaidSetup, Prov
     let path = config.data_dir.join("ledger.sqlite");
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ProviderError::Config(format!("cannot create the data dir: {e}")))?;
+    let budgets_path = path.clone();
     let ledger = tokio::task::spawn_blocking(move || Ledger::open(path))
         .await
         .map_err(|e| ProviderError::Internal(e.to_string()))??;
     let ledger = Arc::new(ledger);
+    // Same file as the ledger, own table (and connection).
+    let budgets = tokio::task::spawn_blocking(move || SponsorBudgets::open(budgets_path))
+        .await
+        .map_err(|e| ProviderError::Internal(e.to_string()))??;
     let escrow = EscrowClient::new(&chain, p.escrow);
     let terms = PaidTerms {
         chain_id: p.chain_id,
@@ -235,6 +240,7 @@ pub async fn connect_payments(config: &mut NodeConfig) -> Result<PaidSetup, Prov
     };
     let admission = Paid::new(
         ledger.clone(),
+        Arc::new(budgets),
         escrow.clone(),
         terms,
         pricing,

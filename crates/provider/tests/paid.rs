@@ -1,221 +1,21 @@
 //! The paid path over real HTTP: anvil with the contracts, a store server and a paid
 //! provider node on 127.0.0.1:0, the echo guest deployed as public specs, called with
-//! reqwest carrying real EIP-712 vouchers.
+//! reqwest carrying real EIP-712 vouchers (harness in `common/`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{client, start, OPERATOR};
 use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, sign_spec, Address, Anvil, AnvilOptions, Chain,
-    Deployment, EscrowClient, PrivateKeySigner, Voucher, DEV_KEYS, U256,
+    dev_network, dev_signer, parse_usdc, Address, Anvil, AnvilOptions, Chain, EscrowClient,
+    PrivateKeySigner, Voucher, DEV_KEYS, U256,
 };
-use khachapuri_payments::{encode_payment, Receipt};
-use khachapuri_provider::{connect_payments, Node, NodeConfig, PaymentsConfig, PriceList};
-use khachapuri_store::Blockstore;
-use khachapuri_types::{Cid, Envelope, PayerPolicy, RuntimeKind, Spec};
+use khachapuri_payments::encode_payment;
+use khachapuri_provider::{connect_payments, NodeConfig, PaymentsConfig};
+use khachapuri_types::PayerPolicy;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-
-/// The operator of the node under test.
-const OPERATOR: usize = 2;
-
-struct Net {
-    url: String,
-    blocks: Blockstore,
-    anvil: Anvil,
-    d: Deployment,
-    provider: Address,
-    stop: watch::Sender<bool>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn start() -> Net {
-    let anvil = Anvil::spawn_with(AnvilOptions {
-        port: 0,
-        ..AnvilOptions::default()
-    })
-    .expect("anvil (run scripts/setup and . scripts/env.sh)");
-    let (_deployer, d) = dev_network(&anvil, parse_usdc("1000").unwrap())
-        .await
-        .expect("dev network");
-    let store_dir = tempfile::tempdir().unwrap();
-    let node_dir = tempfile::tempdir().unwrap();
-    let key_dir = tempfile::tempdir().unwrap();
-    let key_file = key_dir.path().join("operator.key");
-    std::fs::write(&key_file, DEV_KEYS[OPERATOR]).unwrap();
-    let blocks = Blockstore::open(store_dir.path()).unwrap();
-    let (stop, rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let store_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store_url = format!("http://{}", store_listener.local_addr().unwrap());
-    tokio::spawn(khachapuri_store::serve(
-        store_listener,
-        blocks.clone(),
-        stopped(rx.clone()),
-    ));
-
-    let mut config = NodeConfig {
-        data_dir: node_dir.path().to_path_buf(),
-        gateways: vec![store_url],
-        max_instances: 8,
-        default_timeout_ms: 2_000,
-        fetch_timeout_ms: 5_000,
-        payments: Some(PaymentsConfig {
-            rpc_url: anvil.endpoint(),
-            chain_id: d.chain_id,
-            escrow: d.escrow,
-            registry: Some(d.registry),
-            pricing: PriceList {
-                per_request: "0.001".into(),
-                per_ms: "0.000001".into(),
-                per_mb_out: "0.001".into(),
-            },
-            settle_threshold: "1000".into(),
-            settle_check_secs: 1,
-            event_poll_ms: 100,
-            operator_key_file: Some(key_file),
-            ..PaymentsConfig::default()
-        }),
-        ..NodeConfig::default()
-    };
-    let setup = connect_payments(&mut config).await.expect("paid setup");
-    let provider = dev_signer(OPERATOR).address();
-    assert_eq!(config.address, Some(provider.to_string()));
-    assert_eq!(
-        setup.pricing_source, "config",
-        "not registered: config prices"
-    );
-    let node = Node::new(config, Box::new(setup.admission)).unwrap();
-    tokio::spawn(setup.settlement.run(stopped(rx.clone())));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(khachapuri_provider::serve(
-        listener,
-        Arc::new(node),
-        stopped(rx),
-    ));
-    Net {
-        url,
-        blocks,
-        anvil,
-        d,
-        provider,
-        stop,
-        _dirs: vec![store_dir, node_dir, key_dir],
-    }
-}
-
-impl Net {
-    fn put(&self, data: &[u8]) -> Cid {
-        let (imported, blocks) = khachapuri_store::import_bytes(data).unwrap();
-        for b in blocks {
-            self.blocks.put(&b.cid, &b.data).unwrap();
-        }
-        imported.cid
-    }
-
-    /// Deploys the echo guest with a 1 s timeout and 100 kB responses: at most
-    /// 0.001 + 1000 × 0.000001 + 0.1 × 0.001 = 0.0021 USDC a call.
-    fn deploy_echo(&self, edit: impl FnOnce(&mut Spec)) -> String {
-        self.deploy_wasm(&khachapuri_testkit::echo(), edit)
-    }
-
-    /// Deploys `wasm` with the limits of [`Net::deploy_echo`].
-    fn deploy_wasm(&self, wasm: &[u8], edit: impl FnOnce(&mut Spec)) -> String {
-        let artifact = self.put(wasm);
-        let mut spec = Spec::new(artifact.to_string(), RuntimeKind::WasiHttp, 1);
-        spec.limits.timeout_ms = Some(1_000);
-        spec.limits.max_response_bytes = Some(100_000);
-        edit(&mut spec);
-        // The node requires the owner's signature: sign as the owner the edit named (a dev
-        // account), else as dev account 0.
-        let signer = (0..DEV_KEYS.len())
-            .map(dev_signer)
-            .find(|k| {
-                spec.owner
-                    .as_deref()
-                    .is_some_and(|o| o.eq_ignore_ascii_case(&k.address().to_string()))
-            })
-            .unwrap_or_else(|| dev_signer(0));
-        sign_spec(&mut spec, &signer).unwrap();
-        self.put(&Envelope::Public { spec }.to_bytes()).to_string()
-    }
-
-    /// `payer` deposits and funds a channel to the node's provider.
-    async fn fund(&self, payer: &PrivateKeySigner, amount: &str) {
-        let chain = Chain::connect(&self.anvil.endpoint(), Some(payer.clone()))
-            .await
-            .unwrap();
-        let escrow = EscrowClient::new(&chain, self.d.escrow);
-        escrow.deposit(parse_usdc(amount).unwrap()).await.unwrap();
-        escrow
-            .fund(self.provider, parse_usdc(amount).unwrap())
-            .await
-            .unwrap();
-    }
-
-    fn voucher(&self, key: &PrivateKeySigner, amount: &str) -> String {
-        self.voucher_with(
-            key,
-            amount,
-            0,
-            self.provider,
-            self.d.chain_id,
-            self.d.escrow,
-        )
-    }
-
-    fn voucher_with(
-        &self,
-        key: &PrivateKeySigner,
-        amount: &str,
-        epoch: u64,
-        provider: Address,
-        chain_id: u64,
-        escrow: Address,
-    ) -> String {
-        let v = Voucher {
-            payer: key.address(),
-            provider,
-            epoch,
-            amount: parse_usdc(amount).unwrap(),
-        };
-        encode_payment(&v.sign(key, chain_id, escrow).unwrap())
-    }
-
-    async fn call(&self, cid: &str, payment: Option<&str>) -> (u16, Option<Receipt>, Value) {
-        let mut req = client().post(format!("{}/{cid}/x", self.url)).body("hi");
-        if let Some(p) = payment {
-            req = req.header("Khachapuri-Payment", p);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let receipt = r
-            .headers()
-            .get("khachapuri-receipt")
-            .map(|v| Receipt::parse(v.to_str().unwrap()).unwrap());
-        let body = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
-        (status, receipt, body)
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpaid_and_bad_vouchers_are_refused_and_one_voucher_prepays_calls() {
     let net = start().await;
@@ -402,14 +202,8 @@ async fn sponsored_calls_need_nothing_from_callers_and_take_top_ups() {
     assert_eq!(body["sponsored"], true, "{body}");
     assert!(body["note"].as_str().unwrap().contains("top it up"));
 
-    // Top-up: the base64url form, then the JSON form.
-    let top = |b: String| {
-        let url = format!("{}/.well-known/khachapuri/voucher", net.url);
-        async move {
-            let r = client().post(url).body(b).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
-    };
+    // Top-up naming the deployment: the base64url form, then the JSON form.
+    let top = |b: String| common::top_up(&net, b, Some(&echo));
     let (status, v) = top(net.voucher(&sponsor, "0.02")).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["authorized"], "20000000000");

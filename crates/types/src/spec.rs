@@ -113,6 +113,15 @@ pub struct Spec {
     /// For `sponsored`: the owner's voucher (the `Khachapuri-Payment` value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sponsor_voucher: Option<String>,
+    /// For `sponsored`: what this deployment's callers may draw, in token base units
+    /// (decimal string), before any top-up naming it. The voucher above is cumulative for
+    /// the owner's whole channel (it also covers the owner's own paid calls and other
+    /// sponsored deployments); this owner-signed figure is the deployment's own share.
+    /// Absent (specs from before this field): the carried voucher's amount is the budget.
+    /// Omitted from the canonical bytes when absent, so older specs keep their bytes,
+    /// hash and signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor_budget: Option<String>,
     /// Owner address (0x-hex); the signature must recover to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
@@ -137,6 +146,7 @@ impl Spec {
             limits: Limits::default(),
             payer: PayerPolicy::Caller,
             sponsor_voucher: None,
+            sponsor_budget: None,
             owner: None,
             created_at,
             provider: None,
@@ -187,6 +197,23 @@ impl Spec {
             return Err(TypesError::InvalidSpec(
                 "a sponsored spec needs a sponsor voucher".into(),
             ));
+        }
+        if let Some(budget) = &self.sponsor_budget {
+            if self.payer != PayerPolicy::Sponsored {
+                return Err(TypesError::InvalidSpec(
+                    "a sponsor budget needs payer = sponsored".into(),
+                ));
+            }
+            // One spelling per number: the budget is part of what the owner signs.
+            let canonical = !budget.is_empty()
+                && budget.len() <= 78
+                && budget.bytes().all(|b| b.is_ascii_digit())
+                && (budget == "0" || !budget.starts_with('0'));
+            if !canonical {
+                return Err(TypesError::InvalidSpec(format!(
+                    "sponsor budget {budget:?} must be a decimal number of base units"
+                )));
+            }
         }
         Ok(())
     }
@@ -258,6 +285,24 @@ mod tests {
     }
 
     #[test]
+    fn an_absent_budget_keeps_the_old_bytes() {
+        let mut s = sample();
+        s.payer = PayerPolicy::Sponsored;
+        s.sponsor_voucher = Some("v".into());
+        let old = String::from_utf8(s.canonical_bytes()).expect("utf8");
+        assert!(!old.contains("sponsor_budget"), "{old}");
+        let hash = s.hash();
+        s.sponsor_budget = Some("5000".into());
+        let new = String::from_utf8(s.canonical_bytes()).expect("utf8");
+        assert!(
+            new.contains(r#""sponsor_voucher":"v","sponsor_budget":"5000""#),
+            "{new}"
+        );
+        assert_ne!(s.hash(), hash, "the budget is signed");
+        assert_eq!(Spec::from_slice(new.as_bytes()).expect("parse"), s);
+    }
+
+    #[test]
     fn hash_ignores_signature_only() {
         let a = sample();
         let mut b = a.clone();
@@ -279,6 +324,16 @@ mod tests {
         let mut s = sample();
         s.payer = PayerPolicy::Sponsored;
         assert!(s.validate().is_err());
+        s.sponsor_voucher = Some("v".into());
+        s.sponsor_budget = Some("5000".into());
+        assert!(s.validate().is_ok());
+        for bad in ["", "05", "-1", "1.5", "0x10"] {
+            s.sponsor_budget = Some(bad.into());
+            assert!(s.validate().is_err(), "{bad:?}");
+        }
+        let mut s = sample();
+        s.sponsor_budget = Some("1".into());
+        assert!(s.validate().is_err(), "a budget without payer = sponsored");
         assert!(Envelope::from_slice(b"{\"type\":\"other\"}").is_err());
         assert!(Envelope::from_slice(b"\xff\x00").is_err());
     }

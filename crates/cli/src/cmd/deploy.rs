@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
-use khachapuri_chain::{PrivateKeySigner, ProviderRecord, Voucher};
+use khachapuri_chain::{PrivateKeySigner, ProviderRecord, Voucher, U256};
+use khachapuri_payments::{ChannelKey, ChannelRecord, PayerStore};
 use khachapuri_types::{Envelope, Limits, PayerPolicy, RuntimeKind, Spec};
 use serde_json::json;
 
@@ -31,7 +32,8 @@ pub struct DeployArgs {
     #[arg(long)]
     pub public: bool,
     /// Sponsor the calls: the owner pays up to AMOUNT USDC from their escrow channel
-    /// with the provider; callers pay nothing (needs a sealed spec).
+    /// with the provider; callers pay nothing (needs a sealed spec). AMOUNT is this
+    /// deployment's own budget: it does not share the owner's other credit on the channel.
     #[arg(long, value_name = "AMOUNT")]
     pub sponsor: Option<String>,
     /// Environment variable for the function, `K=V` (repeatable).
@@ -138,7 +140,17 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
                     "pass --provider NAME (see `khachapuri registry list`), or --public for a spec any provider may run",
                 )
             })?;
-        Some(resolve_target(&profile, &name, &signer, args.sponsor.as_deref(), printer).await?)
+        Some(
+            resolve_target(
+                home,
+                &profile,
+                &name,
+                &signer,
+                args.sponsor.as_deref(),
+                printer,
+            )
+            .await?,
+        )
     };
     let kubo = khachapuri_store::KuboClient::new(
         store_url.as_str(),
@@ -181,9 +193,10 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
     };
     if let Some(t) = &target {
         spec.provider = Some(format!("{:#x}", t.record.operator));
-        if let Some(voucher) = &t.sponsor_voucher {
+        if let Some((voucher, budget)) = &t.sponsor_voucher {
             spec.payer = PayerPolicy::Sponsored;
             spec.sponsor_voucher = Some(voucher.clone());
+            spec.sponsor_budget = Some(budget.to_string());
         }
     }
     spec.validate()
@@ -248,13 +261,22 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
 struct Target {
     /// The provider's registry record (operator address, X25519 key, endpoint).
     record: ProviderRecord,
-    /// `Khachapuri-Payment` value of the owner's voucher, for `--sponsor`.
-    sponsor_voucher: Option<String>,
+    /// `Khachapuri-Payment` value of the owner's voucher and the deployment's budget (base
+    /// units), for `--sponsor`.
+    sponsor_voucher: Option<(String, U256)>,
 }
 
-/// Resolves `name` in the registry and, for `--sponsor`, signs the owner's voucher for
-/// the provider at the channel's current epoch.
+/// Resolves `name` in the registry and, for `--sponsor AMOUNT`, signs the owner's voucher
+/// for the provider at the channel's current epoch.
+///
+/// Vouchers are cumulative for the channel: the voucher signed is what this wallet already
+/// signed in that epoch (its own paid calls, other sponsored deployments; the payer state
+/// file knows) plus AMOUNT, and the spec's `sponsor_budget` says AMOUNT is this
+/// deployment's share. The state file is updated under its lock, so later calls and
+/// sponsorships stack on top instead of re-signing from the same base. Were the upload to
+/// fail afterwards, the extra headroom only ever pays the owner's own later calls.
 async fn resolve_target(
+    home: &Home,
     profile: &Profile,
     name: &str,
     signer: &PrivateKeySigner,
@@ -294,24 +316,43 @@ async fn resolve_target(
                 .channel(signer.address(), record.operator)
                 .await
                 .context("cannot read your escrow channel with the provider")?;
-            if channel.remaining() < amount {
+            let escrow_address = net.escrow.context("the profile has no escrow")?;
+            let key = ChannelKey {
+                chain_id: chain.chain_id(),
+                escrow: escrow_address,
+                provider: record.operator,
+                payer: signer.address(),
+            };
+            let store = PayerStore::new(home.root().join("payments").join("vouchers.json"));
+            let (owner, epoch) = (signer.clone(), channel.epoch);
+            let signed = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let _lock = store.lock()?;
+                let mut rec = match store.load(&key)? {
+                    Some(r) if r.epoch == epoch => r,
+                    _ => ChannelRecord::new(epoch),
+                };
+                let voucher = Voucher {
+                    payer: owner.address(),
+                    provider: key.provider,
+                    epoch,
+                    amount: rec.signed() + amount,
+                };
+                let signed = voucher
+                    .sign(&owner, key.chain_id, key.escrow)
+                    .context("cannot sign the sponsor voucher")?;
+                rec.voucher = Some(signed.clone());
+                store.save(&key, &rec)?;
+                Ok(signed)
+            })
+            .await??;
+            if channel.remaining() < signed.voucher.amount {
                 printer.status(format!(
-                    "warning: your channel with {name} holds {} USDC, less than the {} sponsored; fund it with `khachapuri escrow fund {name} AMOUNT`",
+                    "warning: your channel with {name} holds {} USDC, less than the {} USDC signed for in total; fund it with `khachapuri escrow fund {name} AMOUNT`",
                     khachapuri_chain::format_usdc(channel.remaining()),
-                    khachapuri_chain::format_usdc(amount),
+                    khachapuri_chain::format_usdc(signed.voucher.amount),
                 ));
             }
-            let escrow_address = net.escrow.context("the profile has no escrow")?;
-            let voucher = Voucher {
-                payer: signer.address(),
-                provider: record.operator,
-                epoch: channel.epoch,
-                amount,
-            };
-            let signed = voucher
-                .sign(signer, chain.chain_id(), escrow_address)
-                .context("cannot sign the sponsor voucher")?;
-            Some(khachapuri_payments::encode_payment(&signed))
+            Some((khachapuri_payments::encode_payment(&signed), amount))
         }
     };
     Ok(Target {
