@@ -124,46 +124,12 @@ pub enum PaymentError {
 }
 
 impl PaymentError {
-    /// The HTTP status the provider answers with: 400 malformed header, 401 bad signature,
-    /// 402 when more money is needed (no voucher, not enough credit, voucher above the
-    /// channel's funds), 403 for a voucher that can never pay here (other provider, old
-    /// epoch, channel closing), 500 for the node's own failures, 502 for the chain's.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            Self::MalformedHeader(_) => 400,
-            Self::BadSignature(_) => 401,
-            Self::PaymentRequired | Self::InsufficientCredit { .. } | Self::AboveFunds { .. } => {
-                402
-            }
-            Self::WrongProvider { .. }
-            | Self::WrongEpoch { .. }
-            | Self::ChannelUnlocking { .. } => 403,
-            Self::Chain(_) => 502,
-            Self::Ledger(_) | Self::Corrupt(_) | Self::Task(_) | Self::CannotSign => 500,
-            // Caller-side errors are never sent as answers; 500 if one ever is.
-            Self::PriceTooHigh { .. }
-            | Self::ChannelShort { .. }
-            | Self::UnknownEscrow { .. }
-            | Self::MalformedPaymentRequired(_)
-            | Self::BadReceipt(_)
-            | Self::Http(_)
-            | Self::Wallet(_)
-            | Self::State { .. } => 500,
-        }
-    }
-
-    /// Whether the caller is at fault (answer 4xx) rather than the node or the chain (5xx).
-    pub fn is_client_error(&self) -> bool {
+    /// Whether more money would make the call go through (no voucher, not enough credit,
+    /// a voucher above the channel's funds): the provider answers these with a quote.
+    pub fn wants_payment(&self) -> bool {
         matches!(
             self,
-            Self::PaymentRequired
-                | Self::MalformedHeader(_)
-                | Self::BadSignature(_)
-                | Self::WrongProvider { .. }
-                | Self::WrongEpoch { .. }
-                | Self::AboveFunds { .. }
-                | Self::ChannelUnlocking { .. }
-                | Self::InsufficientCredit { .. }
+            Self::PaymentRequired | Self::InsufficientCredit { .. } | Self::AboveFunds { .. }
         )
     }
 }

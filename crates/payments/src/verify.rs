@@ -256,12 +256,12 @@ mod tests {
             v.verify(&sv, &unlocking),
             Err(PaymentError::ChannelUnlocking { unlock_at: 99 })
         ));
-        // All of these are the caller's fault.
+        // More funding would make it pay.
         assert!(PaymentError::AboveFunds {
             amount: U256::ZERO,
             funds: U256::ZERO
         }
-        .is_client_error());
+        .wants_payment());
     }
 
     #[tokio::test]

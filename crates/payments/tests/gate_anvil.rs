@@ -58,10 +58,17 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
             .unwrap(),
         )
     };
-    let code = |r: Result<_, PaymentError>| r.map(|_| ()).unwrap_err().status_code();
+    // What kind of refusal (the provider maps kinds to HTTP statuses).
+    let code = |r: Result<_, PaymentError>| match r.map(|_| ()).unwrap_err() {
+        e if e.wants_payment() => "pay",
+        PaymentError::MalformedHeader(_) => "malformed",
+        PaymentError::BadSignature(_) => "signature",
+        PaymentError::WrongProvider { .. } | PaymentError::WrongEpoch { .. } => "never here",
+        e => panic!("unexpected {e:?}"),
+    };
 
-    assert_eq!(code(gate.admit(None, max).await), 402);
-    assert_eq!(code(gate.admit(Some("garbage!"), max).await), 400);
+    assert_eq!(code(gate.admit(None, max).await), "pay");
+    assert_eq!(code(gate.admit(Some("garbage!"), max).await), "malformed");
     let forged = sign(
         5,
         0,
@@ -70,9 +77,9 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
         d.chain_id,
         d.escrow,
     );
-    assert_eq!(code(gate.admit(Some(&forged), max).await), 401);
+    assert_eq!(code(gate.admit(Some(&forged), max).await), "signature");
     let other_chain = sign(5, 0, provider, &payer_key, 1, d.escrow);
-    assert_eq!(code(gate.admit(Some(&other_chain), max).await), 401);
+    assert_eq!(code(gate.admit(Some(&other_chain), max).await), "signature");
     let other_escrow = sign(
         5,
         0,
@@ -81,7 +88,7 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
         d.chain_id,
         Address::repeat_byte(1),
     );
-    assert_eq!(code(gate.admit(Some(&other_escrow), max).await), 401);
+    assert_eq!(code(gate.admit(Some(&other_escrow), max).await), "signature");
     let other_provider = sign(
         5,
         0,
@@ -90,11 +97,11 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
         d.chain_id,
         d.escrow,
     );
-    assert_eq!(code(gate.admit(Some(&other_provider), max).await), 403);
+    assert_eq!(code(gate.admit(Some(&other_provider), max).await), "never here");
     let other_epoch = sign(5, 1, provider, &payer_key, d.chain_id, d.escrow);
-    assert_eq!(code(gate.admit(Some(&other_epoch), max).await), 403);
+    assert_eq!(code(gate.admit(Some(&other_epoch), max).await), "never here");
     let too_much = sign(1_000_001, 0, provider, &payer_key, d.chain_id, d.escrow);
-    assert_eq!(code(gate.admit(Some(&too_much), max).await), 402);
+    assert_eq!(code(gate.admit(Some(&too_much), max).await), "pay");
     assert!(
         ledger.claims().unwrap().is_empty(),
         "nothing bad was recorded"
@@ -130,7 +137,7 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
         matches!(err, PaymentError::InsufficientCredit { .. }),
         "{err:?}"
     );
-    assert_eq!(err.status_code(), 402);
+    assert!(err.wants_payment());
     let body = gate
         .payment_required_body(gate.verified_payer(Some(&good)), big)
         .await;
@@ -192,5 +199,5 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
     );
     let err = restarted.admit(Some(&higher), max).await.unwrap_err();
     assert!(matches!(err, PaymentError::WrongEpoch { .. }), "{err:?}");
-    assert_eq!(err.status_code(), 403);
+
 }

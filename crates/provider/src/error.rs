@@ -98,8 +98,7 @@ impl ProviderError {
             Self::Guest { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
-            Self::Payment { error, .. } => StatusCode::from_u16(error.status_code())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Self::Payment { error, .. } => payment_status(error),
             Self::NotPaid(_) => StatusCode::NOT_FOUND,
         }
     }
@@ -191,6 +190,37 @@ impl From<khachapuri_runtime::RuntimeError> for ProviderError {
                 message: other.to_string(),
             },
         }
+    }
+}
+
+/// The one place payment failures become HTTP statuses: 400 malformed header, 401 bad
+/// signature, 402 when more money is needed (with a quote), 403 for a voucher that can
+/// never pay here (other provider, old epoch, channel closing), 502 when the chain fails,
+/// 500 for the node's own failures.
+fn payment_status(e: &PaymentError) -> StatusCode {
+    match e {
+        PaymentError::MalformedHeader(_) => StatusCode::BAD_REQUEST,
+        PaymentError::BadSignature(_) => StatusCode::UNAUTHORIZED,
+        PaymentError::PaymentRequired
+        | PaymentError::InsufficientCredit { .. }
+        | PaymentError::AboveFunds { .. } => StatusCode::PAYMENT_REQUIRED,
+        PaymentError::WrongProvider { .. }
+        | PaymentError::WrongEpoch { .. }
+        | PaymentError::ChannelUnlocking { .. } => StatusCode::FORBIDDEN,
+        PaymentError::Chain(_) => StatusCode::BAD_GATEWAY,
+        PaymentError::Ledger(_)
+        | PaymentError::Corrupt(_)
+        | PaymentError::Task(_)
+        | PaymentError::CannotSign => StatusCode::INTERNAL_SERVER_ERROR,
+        // Caller-side errors: a provider never produces them.
+        PaymentError::PriceTooHigh { .. }
+        | PaymentError::ChannelShort { .. }
+        | PaymentError::UnknownEscrow { .. }
+        | PaymentError::MalformedPaymentRequired(_)
+        | PaymentError::BadReceipt(_)
+        | PaymentError::Http(_)
+        | PaymentError::Wallet(_)
+        | PaymentError::State { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

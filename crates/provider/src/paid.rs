@@ -321,7 +321,7 @@ impl Paid {
                 budget: budget.and_then(HoldGuard::take),
                 receipt_id,
             }),
-            Err(error) if error.status_code() == 402 => {
+            Err(error) if error.wants_payment() => {
                 let payer = self.gate.verified_payer(header.as_deref());
                 let mut body = self.gate.payment_required_body(payer, max_cost).await;
                 body["price_usdc"] = json!(khachapuri_chain::format_micro_usdc(max_cost));
