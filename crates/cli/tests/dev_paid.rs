@@ -81,12 +81,15 @@ async fn paid_dev_provider_charges_vouchers_and_settles_on_demand() {
         );
     }
 
-    // The node writes its charges behind (every 200 ms): `earned` catches up within that.
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // The node writes its charges behind (every 200 ms): `earned` catches up with all
+    // three calls within that (a flush can land between two of them).
+    let owed = consumed.div_ceil(U256::from(1_000_000u64));
+    let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         let status: serde_json::Value =
             serde_json::from_str(&dev.ok(&["provider", "status", "--json"])).unwrap();
-        if status["earned"] != "0" || Instant::now() > deadline {
+        let earned = status["earned"].as_str().and_then(|e| parse_usdc(e).ok());
+        if earned == Some(owed) || Instant::now() > deadline {
             break status;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -225,10 +228,33 @@ async fn newcomer_deploys_echo_with_a_secret_calls_paying_and_settles() {
     );
     assert!(ch.redeemed > U256::ZERO);
     assert!(ch.redeemed <= signed, "never above the voucher signed");
-    let escrow_status = dev.ok(&["escrow", "status", "--json"]);
+    // The wallet's side: every call's receipt was signed by the operator, and what the
+    // provider redeemed is exactly what it signed for (rounded up to a base unit).
+    let escrow_status: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["escrow", "status", "--json"])).unwrap();
+    let dev_channel = escrow_status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["provider"] == "dev")
+        .unwrap_or_else(|| panic!("no dev channel: {escrow_status}"))
+        .clone();
+    assert_eq!(
+        parse_usdc(dev_channel["redeemed"].as_str().unwrap()).unwrap(),
+        ch.redeemed
+    );
+    let signed_micro =
+        khachapuri_chain::parse_micro_usdc(dev_channel["consumed_signed"].as_str().unwrap())
+            .unwrap();
+    assert!(signed_micro > U256::ZERO, "{dev_channel}");
+    assert_eq!(
+        khachapuri_payments::micro_to_base_ceil(signed_micro),
+        ch.redeemed,
+        "redeemed = consumed as signed: {dev_channel}"
+    );
     assert!(
-        escrow_status.contains("redeemed"),
-        "escrow status shows the redeemed amount: {escrow_status}"
+        dev_channel["redeemed_beyond_signed"].is_null(),
+        "{dev_channel}"
     );
 }
 

@@ -266,6 +266,7 @@ fn receipts_trigger_resigning_at_the_low_water_mark() {
         consumed,
         authorized: prepay,
         proof: None,
+        sponsored: false,
     };
     // Half the prepaid part left: still fine.
     assert!(!p
@@ -421,7 +422,7 @@ proptest! {
             model.consumed += cost;
             total += cost;
             let rec = record.as_mut().unwrap();
-            p.on_receipt(&Receipt { cost, consumed: model.consumed, authorized: model.best, proof: None }, rec, PROVIDER).unwrap();
+            p.on_receipt(&Receipt { cost, consumed: model.consumed, authorized: model.best, proof: None, sponsored: false }, rec, PROVIDER).unwrap();
             prop_assert!(model.consumed <= base_to_micro(rec.signed()));
         }
         // One signature per half prepaid amount consumed, plus the first.

@@ -314,7 +314,8 @@ impl PayingClient {
         events: &mut Vec<PayEvent>,
     ) -> Result<Receipt> {
         let receipt = Receipt::parse(value)?;
-        let Some(provider) = self.provider else {
+        // A sponsor paid: nothing of this wallet's channel moved.
+        let Some(provider) = self.provider.filter(|_| !receipt.sponsored) else {
             return Ok(receipt);
         };
         let key = self.key(provider)?;

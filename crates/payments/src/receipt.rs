@@ -74,6 +74,9 @@ pub struct Receipt {
     pub authorized: U256,
     /// The operator's signature, when the caller asked for one.
     pub proof: Option<ReceiptProof>,
+    /// The call was paid by a deployment's sponsor: the figures are the sponsor's channel,
+    /// not the caller's, and a caller's state must not take them.
+    pub sponsored: bool,
 }
 
 impl From<Charge> for Receipt {
@@ -83,18 +86,23 @@ impl From<Charge> for Receipt {
             consumed: c.consumed,
             authorized: c.authorized,
             proof: None,
+            sponsored: false,
         }
     }
 }
 
 impl Receipt {
-    /// Header value: `cost=…; consumed=…; authorized=…` (decimal micro-units), followed
-    /// for a signed receipt by `; payer=0x…; epoch=…; call=0x…; sig=0x…`.
+    /// Header value: `cost=…; consumed=…; authorized=…` (decimal micro-units), then
+    /// `; sponsored=1` for a sponsor-paid call, and for a signed receipt
+    /// `; payer=0x…; epoch=…; call=0x…; sig=0x…`.
     pub fn encode(&self) -> String {
         let mut out = format!(
             "cost={}; consumed={}; authorized={}",
             self.cost, self.consumed, self.authorized
         );
+        if self.sponsored {
+            out.push_str("; sponsored=1");
+        }
         if let Some(p) = &self.proof {
             out.push_str(&format!(
                 "; payer={}; epoch={}; call={}; sig={}",
@@ -113,6 +121,7 @@ impl Receipt {
         let bad = |m: String| PaymentError::MalformedHeader(format!("receipt {m}"));
         let (mut cost, mut consumed, mut authorized) = (None, None, None);
         let (mut payer, mut epoch, mut call, mut sig) = (None, None, None, None);
+        let mut sponsored = false;
         for part in value.split(';') {
             let Some((k, v)) = part.trim().split_once('=') else {
                 continue;
@@ -132,6 +141,7 @@ impl Receipt {
                 "epoch" => epoch = Some(v.parse::<u64>().map_err(|e| bad(format!("epoch: {e}")))?),
                 "call" => call = Some(v.parse::<B256>().map_err(|e| bad(format!("call: {e}")))?),
                 "sig" => sig = Some(alloy_hex::decode(v).map_err(|e| bad(format!("sig: {e}")))?),
+                "sponsored" => sponsored = v == "1",
                 _ => {}
             }
         }
@@ -148,6 +158,7 @@ impl Receipt {
                 consumed,
                 authorized,
                 proof,
+                sponsored,
             }),
             _ => Err(bad(format!("{value:?} lacks cost, consumed or authorized"))),
         }
@@ -220,6 +231,7 @@ mod tests {
             consumed: U256::from(2_100_000u64),
             authorized: U256::from(100_000_000u64),
             proof: None,
+            sponsored: false,
         };
         let claim = ReceiptClaim {
             payer,
@@ -278,6 +290,9 @@ mod tests {
         let plain = Receipt::parse("cost=1; consumed=2; authorized=3").unwrap();
         assert_eq!(plain.proof, None);
         assert_eq!(plain.encode(), "cost=1; consumed=2; authorized=3");
+        let sponsored = Receipt::parse("cost=1; consumed=2; authorized=3; sponsored=1").unwrap();
+        assert!(sponsored.sponsored);
+        assert_eq!(Receipt::parse(&sponsored.encode()).unwrap(), sponsored);
         assert!(Receipt::parse("cost=1; consumed=2; authorized=3; sig=0x00").is_err());
         assert!(check_request_id("a-b_c.9").is_ok());
         assert!(check_request_id("").is_err());

@@ -88,7 +88,10 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
         d.chain_id,
         Address::repeat_byte(1),
     );
-    assert_eq!(code(gate.admit(Some(&other_escrow), max).await), "signature");
+    assert_eq!(
+        code(gate.admit(Some(&other_escrow), max).await),
+        "signature"
+    );
     let other_provider = sign(
         5,
         0,
@@ -97,9 +100,15 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
         d.chain_id,
         d.escrow,
     );
-    assert_eq!(code(gate.admit(Some(&other_provider), max).await), "never here");
+    assert_eq!(
+        code(gate.admit(Some(&other_provider), max).await),
+        "never here"
+    );
     let other_epoch = sign(5, 1, provider, &payer_key, d.chain_id, d.escrow);
-    assert_eq!(code(gate.admit(Some(&other_epoch), max).await), "never here");
+    assert_eq!(
+        code(gate.admit(Some(&other_epoch), max).await),
+        "never here"
+    );
     let too_much = sign(1_000_001, 0, provider, &payer_key, d.chain_id, d.escrow);
     assert_eq!(code(gate.admit(Some(&too_much), max).await), "pay");
     assert!(
@@ -199,5 +208,4 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
     );
     let err = restarted.admit(Some(&higher), max).await.unwrap_err();
     assert!(matches!(err, PaymentError::WrongEpoch { .. }), "{err:?}");
-
 }

@@ -371,6 +371,7 @@ impl Paid {
             Some(id) => self.gate.charge_signed(reservation, usage, id).await,
             None => self.gate.charge(reservation, usage).await,
         };
+        let sponsored = ticket.budget.is_some();
         if let Some(hold) = ticket.budget {
             // What the channel was charged is what the deployment's budget is charged
             // (a failed charge books nothing on either).
@@ -383,7 +384,11 @@ impl Paid {
                 tracing::warn!(error = %e, "cannot book a sponsored call on its budget");
             }
         }
-        Ok(Some(charged?.encode()))
+        let mut receipt = charged?;
+        // A sponsored call's receipt describes the sponsor's channel, not the caller's: it
+        // says so, so a caller that sent a voucher ahead does not book it as its own.
+        receipt.sponsored = sponsored;
+        Ok(Some(receipt.encode()))
     }
 
     /// Records a top-up voucher; when it names a sponsored `deployment` (of the voucher's
@@ -526,6 +531,7 @@ impl Admission for Paid {
     }
 
     fn release(&self, ticket: Ticket) {
+        let sponsored = ticket.budget.is_some();
         if let Some(hold) = ticket.budget {
             release_hold(&self.budgets, hold);
         }
