@@ -1,7 +1,8 @@
-//! The `Khachapuri-Payment` and `Khachapuri-Receipt` header parsers take bytes from any
-//! caller: they must never panic, and what decodes re-encodes to the same voucher.
+//! The `Khachapuri-Payment` header parser takes bytes from any caller: it must never
+//! panic, and what decodes re-encodes to the same voucher. (The `Khachapuri-Receipt`
+//! parser has its own target, `receipt`.)
 #![no_main]
-use khachapuri_payments::{decode_payment, encode_payment, Receipt};
+use khachapuri_payments::{decode_payment, encode_payment};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,8 +11,5 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(v) = decode_payment(text) {
         assert_eq!(decode_payment(&encode_payment(&v)).ok(), Some(v));
-    }
-    if let Ok(r) = Receipt::parse(text) {
-        assert_eq!(Receipt::parse(&r.encode()).ok(), Some(r));
     }
 });

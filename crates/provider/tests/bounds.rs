@@ -54,22 +54,25 @@ async fn start() -> Net {
     }
 }
 
-/// Five blocks: an empty raw leaf, then four dag-pb file nodes each linking the level
-/// below 1000 times (10^12 leaves if followed naively).
+/// Five blocks: a one-byte raw leaf, then four dag-pb file nodes each linking the level
+/// below 1000 times (10^12 leaves if followed naively). (With an empty leaf the exporter
+/// skips the empty children outright; a byte per leaf makes every link count.)
 fn walk_bomb(blocks: &Blockstore) -> Cid {
-    let mut child = Cid::raw(b"");
-    blocks.put(&child, b"").unwrap();
+    let mut child = Cid::raw(b"x");
+    blocks.put(&child, b"x").unwrap();
+    let mut size = 1u64;
     for _ in 0..4 {
         let node = PbNode {
             links: (0..1000)
                 .map(|_| PbLink {
                     hash: child,
                     name: Some(String::new()),
-                    tsize: Some(0),
+                    tsize: Some(size),
                 })
                 .collect(),
-            data: Some(UnixfsData::file(vec![0; 1000]).encode()),
+            data: Some(UnixfsData::file(vec![size; 1000]).encode()),
         };
+        size *= 1000;
         let bytes = node.encode();
         child = Cid::of(DAG_PB, &bytes);
         blocks.put(&child, &bytes).unwrap();

@@ -195,7 +195,8 @@ fn decode_file_node(cid: Cid, block: &Bytes) -> Result<FileNode> {
                     reason: format!("UnixFS type {} is not a file", fs.kind),
                 });
             }
-            if !node.links.is_empty() && fs.blocksizes.len() != node.links.len() {
+            // Sizes without links would make the node claim bytes it does not hold.
+            if fs.blocksizes.len() != node.links.len() {
                 return Err(StoreError::InvalidBlock {
                     cid,
                     reason: "blocksizes do not match links".into(),
@@ -216,10 +217,14 @@ fn decode_file_node(cid: Cid, block: &Bytes) -> Result<FileNode> {
                     reason: "filesize does not match its parts".into(),
                 });
             }
+            // A child holding no file bytes adds nothing to the output, so it is not
+            // fetched: links to empty children cost a fetch each however small
+            // `max_size` is. Fetching (`Store::fetch`) still walks every block once.
             let children = node
                 .links
                 .iter()
                 .zip(fs.blocksizes)
+                .filter(|&(_, s)| s > 0)
                 .map(|(l, s)| (l.hash, s))
                 .collect();
             Ok(FileNode {
@@ -318,4 +323,107 @@ where
     }
     out.flush().await?;
     Ok(written)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! Regression tests for DAGs a hostile publisher can build (found by `fuzz/` and
+    //! by reading `export`); each must fail cleanly or finish fast, never panic.
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::dagpb::PbLink;
+
+    #[derive(Default)]
+    struct Blocks {
+        map: HashMap<Cid, Bytes>,
+        fetches: AtomicUsize,
+    }
+
+    impl Blocks {
+        fn put(&mut self, codec: u64, block: Vec<u8>) -> Cid {
+            let cid = Cid::of(codec, &block);
+            self.map.insert(cid, block.into());
+            cid
+        }
+    }
+
+    impl BlockSource for Blocks {
+        async fn get_block(&self, cid: Cid) -> Result<Bytes> {
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            self.map.get(&cid).cloned().ok_or(StoreError::NotFound(cid))
+        }
+    }
+
+    fn file_node(links: &[Cid], blocksizes: Vec<u64>) -> Vec<u8> {
+        PbNode {
+            links: links
+                .iter()
+                .map(|&hash| PbLink {
+                    hash,
+                    name: Some(String::new()),
+                    tsize: None,
+                })
+                .collect(),
+            data: Some(
+                UnixfsData {
+                    kind: UNIXFS_FILE,
+                    data: None,
+                    filesize: None,
+                    blocksizes,
+                }
+                .encode(),
+            ),
+        }
+        .encode()
+    }
+
+    fn run(source: &Blocks, root: Cid) -> Result<Vec<u8>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        rt.block_on(export(source, root, &mut out, 1 << 20))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn blocksizes_adding_up_past_u64_are_invalid_not_a_panic() {
+        let mut s = Blocks::default();
+        let a = s.put(RAW, b"a".to_vec());
+        let root = s.put(DAG_PB, file_node(&[a, a], vec![u64::MAX, 2]));
+        assert!(matches!(
+            run(&s, root),
+            Err(StoreError::InvalidBlock { .. })
+        ));
+    }
+
+    #[test]
+    fn blocksizes_without_links_are_invalid() {
+        // It claimed 5 bytes and held none: the file came out silently short.
+        let mut s = Blocks::default();
+        let root = s.put(DAG_PB, file_node(&[], vec![5]));
+        assert!(matches!(
+            run(&s, root),
+            Err(StoreError::InvalidBlock { .. })
+        ));
+    }
+
+    #[test]
+    fn repeated_links_to_empty_children_are_not_fetched() {
+        // 1000 x 1000 links to one empty leaf: a million fetches for a 1-byte file.
+        let mut s = Blocks::default();
+        let empty = s.put(RAW, Vec::new());
+        let one = s.put(RAW, b"x".to_vec());
+        let wide = s.put(DAG_PB, file_node(&vec![empty; 1000], vec![0; 1000]));
+        let mut links = vec![wide; 1000];
+        links.push(one);
+        let mut sizes = vec![0; 1000];
+        sizes.push(1);
+        let root = s.put(DAG_PB, file_node(&links, sizes));
+        assert_eq!(run(&s, root).unwrap(), b"x");
+        assert_eq!(s.fetches.load(Ordering::Relaxed), 2);
+    }
 }

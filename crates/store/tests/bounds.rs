@@ -34,16 +34,41 @@ fn file_node(children: &[(Cid, u64)]) -> (Cid, Vec<u8>) {
     (Cid::of(DAG_PB, &bytes), bytes)
 }
 
-/// Four dag-pb levels each linking the next 1000 times over one empty leaf.
-fn walk_bomb(store: &Blockstore) -> Cid {
-    let mut child = Cid::raw(b"");
-    store.put(&child, b"").expect("put");
+/// Four dag-pb levels each linking the next 1000 times over one leaf of `leaf` bytes.
+fn walk_bomb_over(store: &Blockstore, leaf: &[u8]) -> Cid {
+    let mut child = Cid::raw(leaf);
+    store.put(&child, leaf).expect("put");
+    let mut size = leaf.len() as u64;
     for _ in 0..4 {
-        let (cid, bytes) = file_node(&vec![(child, 0); 1000]);
+        let (cid, bytes) = file_node(&vec![(child, size); 1000]);
         store.put(&cid, &bytes).expect("put");
         child = cid;
+        size *= 1000;
     }
     child
+}
+
+/// The bomb with a one-byte leaf: every link holds bytes, so every link counts.
+fn walk_bomb(store: &Blockstore) -> Cid {
+    walk_bomb_over(store, b"x")
+}
+
+#[tokio::test]
+async fn a_walk_bomb_over_an_empty_leaf_costs_nothing() {
+    let (_d, store) = blockstore();
+    let root = walk_bomb_over(&store, b"");
+    let started = Instant::now();
+    let written = export_with(
+        &store,
+        root,
+        &mut tokio::io::sink(),
+        u64::MAX,
+        &Limits::default(),
+    )
+    .await
+    .expect("an empty file");
+    assert_eq!(written, 0);
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
