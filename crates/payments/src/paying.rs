@@ -281,10 +281,7 @@ impl PayingClient {
             .await?
             .channel(key.payer, quote.provider)
             .await?;
-        let lock_store = self.config.store.clone();
-        let _held = tokio::task::spawn_blocking(move || lock_store.lock())
-            .await
-            .map_err(|e| PaymentError::Task(e.to_string()))??;
+        let _held = self.blocking(|s| s.lock()).await?;
         let record = self.blocking(move |s| s.load(&key)).await?;
         let paid = self
             .payer()?
@@ -319,10 +316,7 @@ impl PayingClient {
             return Ok(receipt);
         };
         let key = self.key(provider)?;
-        let lock_store = self.config.store.clone();
-        let _held = tokio::task::spawn_blocking(move || lock_store.lock())
-            .await
-            .map_err(|e| PaymentError::Task(e.to_string()))??;
+        let _held = self.blocking(|s| s.lock()).await?;
         let Some(mut record) = self.blocking(move |s| s.load(&key)).await? else {
             return Ok(receipt);
         };
