@@ -20,9 +20,6 @@ use crate::paid::{Paid, PaidTerms};
 use crate::settlement::Settlement;
 use crate::{NodeConfig, ProviderError};
 
-/// Env var holding the operator keystore's password (never a flag: argv is public).
-pub const PASSWORD_ENV: &str = "KHACHAPURI_PASSWORD";
-
 /// Confirmations used on a production chain when `event_confirmations` is unset: events are
 /// read only once 12 blocks deep (about 24 s on Base, 2.4 min on Ethereum), deeper than the
 /// reorgs those chains see in practice, yet far shorter than any sane unlock delay, so an
@@ -118,7 +115,8 @@ pub struct PaymentsConfig {
     /// Blocks an event must be deep before the node reads it (reorg safety). Unset: 0 on a
     /// dev chain ([`DEV_CHAIN_IDS`]), else [`PROD_EVENT_CONFIRMATIONS`].
     pub event_confirmations: Option<u64>,
-    /// Operator keystore (password in `KHACHAPURI_PASSWORD`).
+    /// Operator keystore; its password is handed to [`connect_payments`] by the program
+    /// (the CLI reads `KHACHAPURI_PASSWORD` or asks), never read by this library.
     pub operator_keystore: Option<PathBuf>,
     /// Or a file holding the operator's raw 0x-hex private key (mode 0600).
     pub operator_key_file: Option<PathBuf>,
@@ -201,8 +199,16 @@ impl PaymentsConfig {
         })
     }
 
-    /// Loads the operator key (blocking: a keystore costs a scrypt run).
-    pub fn load_operator(&self) -> Result<PrivateKeySigner, ProviderError> {
+    /// Whether the operator key needs a password (a keystore), so a program asks for one
+    /// only then.
+    pub fn needs_password(&self) -> bool {
+        self.operator_key_file.is_none() && self.operator_keystore.is_some()
+    }
+
+    /// Loads the operator key (blocking: a keystore costs a scrypt run). `password` opens a
+    /// keystore; the caller gets it (environment, terminal) so this library never reads
+    /// secrets from the process environment behind the program's back.
+    pub fn load_operator(&self, password: Option<&str>) -> Result<PrivateKeySigner, ProviderError> {
         let cfg = |m: String| ProviderError::Config(m);
         if let Some(path) = &self.operator_key_file {
             let text = std::fs::read_to_string(path)
@@ -211,13 +217,13 @@ impl PaymentsConfig {
                 .map_err(|e| cfg(format!("{} holds no private key: {e}", path.display())));
         }
         if let Some(path) = &self.operator_keystore {
-            let password = std::env::var(PASSWORD_ENV).map_err(|_| {
+            let password = password.ok_or_else(|| {
                 cfg(format!(
-                    "set {PASSWORD_ENV} to the password of {}",
+                    "{} is a keystore: its password is needed",
                     path.display()
                 ))
             })?;
-            return open_keystore(path, &password)
+            return open_keystore(path, password)
                 .map_err(|e| cfg(format!("cannot open {}: {e}", path.display())));
         }
         Err(cfg("[payments] names no operator key".into()))
@@ -239,16 +245,20 @@ pub struct PaidSetup {
     pub pricing_source: String,
 }
 
-/// Connects a node configured with `[payments]`: loads the key, checks the chain, picks
-/// the pricing, opens the ledger. Fills `config.address` with the operator's address.
-pub async fn connect_payments(config: &mut NodeConfig) -> Result<PaidSetup, ProviderError> {
+/// Connects a node configured with `[payments]`: loads the key (`password` opens an
+/// `operator_keystore`; `None` for a key file), checks the chain, picks the pricing, opens
+/// the ledger. Fills `config.address` with the operator's address.
+pub async fn connect_payments(
+    config: &mut NodeConfig,
+    password: Option<String>,
+) -> Result<PaidSetup, ProviderError> {
     let p = config
         .payments
         .clone()
         .ok_or_else(|| ProviderError::Config("the config has no [payments] section".into()))?;
     p.validate()?;
     let loader = p.clone();
-    let signer = tokio::task::spawn_blocking(move || loader.load_operator())
+    let signer = tokio::task::spawn_blocking(move || loader.load_operator(password.as_deref()))
         .await
         .map_err(|e| ProviderError::Internal(e.to_string()))??;
     let me = signer.address();
@@ -434,6 +444,24 @@ mod tests {
             ..c
         };
         assert!(no_escrow.validate().is_err());
+    }
+
+    #[test]
+    fn keystore_password_comes_from_the_caller_not_the_environment() {
+        let c = PaymentsConfig {
+            operator_keystore: Some("/nonexistent/keystore.json".into()),
+            ..PaymentsConfig::default()
+        };
+        assert!(c.needs_password());
+        match c.load_operator(None) {
+            Err(e) => assert!(e.to_string().contains("password is needed"), "{e}"),
+            Ok(_) => panic!("a keystore opened without a password"),
+        }
+        let file = PaymentsConfig {
+            operator_key_file: Some("/nonexistent/key".into()),
+            ..PaymentsConfig::default()
+        };
+        assert!(!file.needs_password());
     }
 
     #[test]
