@@ -31,7 +31,7 @@ pub use client::Chain;
 pub use deploy::{deploy_all, dev_channel, dev_network, mint_to, DeployOptions, Deployment};
 pub use error::{ChainError, Result};
 pub use escrow::{ChannelState, Claim, EscrowClient};
-pub use events::{watch, ChainEvent, EscrowEvent, EventPoller, RegistryEvent};
+pub use events::{watch, ChainEvent, EscrowEvent, EventPoller, RegistryEvent, DEFAULT_MAX_RANGE};
 pub use receipt::{call_hash, ReceiptClaim};
 pub use registry::{
     consent_domain, node_of, Consent, OperatorConsent, PricingTable, ProviderRecord, Registration,

@@ -22,7 +22,6 @@ pub use node::{Deployment, Node, RECEIPT_HEADER};
 pub use paid::{Paid, PaidTerms};
 pub use payments_config::{
     connect_payments, format_micro_usdc, parse_micro_usdc, PaidSetup, PaymentsConfig, PriceList,
-    PASSWORD_ENV,
 };
 pub use server::serve;
 pub use settlement::Settlement;

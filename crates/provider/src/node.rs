@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, Request, Response};
 use bytes::Bytes;
 use khachapuri_runtime::{CallOptions, GuestKind, Limits, Prepared, Runtime, RuntimeConfig};
 use khachapuri_store::{Store, StoreConfig};
-use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
+use khachapuri_types::{Cid, Envelope, RedactedEnv, RuntimeKind, Spec};
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
@@ -26,7 +26,8 @@ pub const RECEIPT_HEADER: &str = "khachapuri-receipt";
 
 /// A deployment as its spec describes it (decrypted, in memory only): everything
 /// admission needs to price a call, before its artifact is fetched or compiled.
-#[derive(Debug)]
+///
+/// Its `Debug` output shows env names but never their values (secrets of a sealed spec).
 pub struct Deployment {
     /// The spec as published.
     pub spec: Spec,
@@ -38,6 +39,21 @@ pub struct Deployment {
     pub artifact: Cid,
     /// How the artifact runs.
     pub kind: GuestKind,
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("spec", &self.spec)
+            .field(
+                "env",
+                &RedactedEnv::new(self.env.iter().map(|(k, _)| k.as_str())),
+            )
+            .field("limits", &self.limits)
+            .field("artifact", &self.artifact)
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 /// Shared state of a running provider node.
@@ -439,4 +455,31 @@ impl Drop for TicketGuard<'_> {
 
 fn mib(m: u64) -> usize {
     usize::try_from(m.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn deployment_debug_never_shows_env_values() {
+        let mut spec = Spec::new("bafkreiabc", RuntimeKind::WasiHttp, 1_700_000_000);
+        spec.env
+            .insert("DB_PASSWORD".into(), "correct-horse-battery".into());
+        let d = Deployment {
+            env: vec![("DB_PASSWORD".into(), "correct-horse-battery".into())],
+            spec,
+            limits: Limits::default(),
+            artifact: Cid::raw(b"wasm"),
+            kind: GuestKind::WasiHttp,
+        };
+        for out in [format!("{d:?}"), format!("{d:#?}")] {
+            assert!(
+                !out.contains("correct-horse-battery"),
+                "secret leaked: {out}"
+            );
+            assert!(out.contains("DB_PASSWORD"), "names stay visible: {out}");
+            assert!(out.contains(khachapuri_types::REDACTED), "{out}");
+        }
+    }
 }

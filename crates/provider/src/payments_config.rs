@@ -20,8 +20,25 @@ use crate::paid::{Paid, PaidTerms};
 use crate::settlement::Settlement;
 use crate::{NodeConfig, ProviderError};
 
-/// Env var holding the operator keystore's password (never a flag: argv is public).
-pub const PASSWORD_ENV: &str = "KHACHAPURI_PASSWORD";
+/// Confirmations used on a production chain when `event_confirmations` is unset: events are
+/// read only once 12 blocks deep (about 24 s on Base, 2.4 min on Ethereum), deeper than the
+/// reorgs those chains see in practice, yet far shorter than any sane unlock delay, so an
+/// unlock request is still settled in time. A reorg deeper than this can make the node miss
+/// an event; that costs a stale channel cache until its TTL, never a voucher.
+pub const PROD_EVENT_CONFIRMATIONS: u64 = 12;
+
+/// Chain ids of local dev chains (anvil/hardhat 31337, ganache 1337): they mine a block only
+/// when a transaction arrives and never reorg, so confirmations there would leave the last
+/// event (an unlock request) unread until some unrelated transaction is sent.
+pub const DEV_CHAIN_IDS: [u64; 2] = [31337, 1337];
+
+/// Most blocks `event_confirmations` may hold back: more delays unlock handling by hours
+/// (and is most likely a typo).
+pub const MAX_EVENT_CONFIRMATIONS: u64 = 1000;
+
+/// Widest `event_max_range` accepted: above it even generous RPC providers refuse
+/// `eth_getLogs`, and the node would retry the same query forever.
+pub const MAX_EVENT_RANGE: u64 = 100_000;
 
 /// A price list in USDC decimal strings, e.g. `per_request = "0.0001"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +108,15 @@ pub struct PaymentsConfig {
     pub channel_cache_ttl_secs: u64,
     /// How often escrow events are polled (milliseconds).
     pub event_poll_ms: u64,
-    /// Operator keystore (password in `KHACHAPURI_PASSWORD`).
+    /// Most blocks one `eth_getLogs` asks for: a node back from downtime catches up in
+    /// ranges of this size (its cursor saved after each) instead of one query the RPC
+    /// provider refuses. Lower it to your provider's limit (many allow 2000, some 500).
+    pub event_max_range: u64,
+    /// Blocks an event must be deep before the node reads it (reorg safety). Unset: 0 on a
+    /// dev chain ([`DEV_CHAIN_IDS`]), else [`PROD_EVENT_CONFIRMATIONS`].
+    pub event_confirmations: Option<u64>,
+    /// Operator keystore; its password is handed to [`connect_payments`] by the program
+    /// (the CLI reads `KHACHAPURI_PASSWORD` or asks), never read by this library.
     pub operator_keystore: Option<PathBuf>,
     /// Or a file holding the operator's raw 0x-hex private key (mode 0600).
     pub operator_key_file: Option<PathBuf>,
@@ -110,6 +135,8 @@ impl Default for PaymentsConfig {
             settle_check_secs: 10,
             channel_cache_ttl_secs: 30,
             event_poll_ms: 2000,
+            event_max_range: khachapuri_chain::DEFAULT_MAX_RANGE,
+            event_confirmations: None,
             operator_keystore: None,
             operator_key_file: None,
         }
@@ -132,9 +159,33 @@ impl PaymentsConfig {
         if self.settle_interval_secs == 0 || self.settle_check_secs == 0 {
             return bad("settle_interval_secs and settle_check_secs must be at least 1".into());
         }
+        if self.event_max_range == 0 || self.event_max_range > MAX_EVENT_RANGE {
+            return bad(format!(
+                "event_max_range {} must be 1 to {MAX_EVENT_RANGE} blocks",
+                self.event_max_range
+            ));
+        }
+        if self.confirmations() > MAX_EVENT_CONFIRMATIONS {
+            return bad(format!(
+                "event_confirmations {} is over {MAX_EVENT_CONFIRMATIONS} blocks",
+                self.confirmations()
+            ));
+        }
         self.pricing.to_pricing()?;
         self.policy()?;
         Ok(())
+    }
+
+    /// The confirmations escrow events wait for: the configured value, else by chain (see
+    /// [`PaymentsConfig::event_confirmations`]).
+    pub fn confirmations(&self) -> u64 {
+        self.event_confirmations.unwrap_or_else(|| {
+            if DEV_CHAIN_IDS.contains(&self.chain_id) {
+                0
+            } else {
+                PROD_EVENT_CONFIRMATIONS
+            }
+        })
     }
 
     /// The settlement policy.
@@ -148,8 +199,16 @@ impl PaymentsConfig {
         })
     }
 
-    /// Loads the operator key (blocking: a keystore costs a scrypt run).
-    pub fn load_operator(&self) -> Result<PrivateKeySigner, ProviderError> {
+    /// Whether the operator key needs a password (a keystore), so a program asks for one
+    /// only then.
+    pub fn needs_password(&self) -> bool {
+        self.operator_key_file.is_none() && self.operator_keystore.is_some()
+    }
+
+    /// Loads the operator key (blocking: a keystore costs a scrypt run). `password` opens a
+    /// keystore; the caller gets it (environment, terminal) so this library never reads
+    /// secrets from the process environment behind the program's back.
+    pub fn load_operator(&self, password: Option<&str>) -> Result<PrivateKeySigner, ProviderError> {
         let cfg = |m: String| ProviderError::Config(m);
         if let Some(path) = &self.operator_key_file {
             let text = std::fs::read_to_string(path)
@@ -158,13 +217,13 @@ impl PaymentsConfig {
                 .map_err(|e| cfg(format!("{} holds no private key: {e}", path.display())));
         }
         if let Some(path) = &self.operator_keystore {
-            let password = std::env::var(PASSWORD_ENV).map_err(|_| {
+            let password = password.ok_or_else(|| {
                 cfg(format!(
-                    "set {PASSWORD_ENV} to the password of {}",
+                    "{} is a keystore: its password is needed",
                     path.display()
                 ))
             })?;
-            return open_keystore(path, &password)
+            return open_keystore(path, password)
                 .map_err(|e| cfg(format!("cannot open {}: {e}", path.display())));
         }
         Err(cfg("[payments] names no operator key".into()))
@@ -186,16 +245,20 @@ pub struct PaidSetup {
     pub pricing_source: String,
 }
 
-/// Connects a node configured with `[payments]`: loads the key, checks the chain, picks
-/// the pricing, opens the ledger. Fills `config.address` with the operator's address.
-pub async fn connect_payments(config: &mut NodeConfig) -> Result<PaidSetup, ProviderError> {
+/// Connects a node configured with `[payments]`: loads the key (`password` opens an
+/// `operator_keystore`; `None` for a key file), checks the chain, picks the pricing, opens
+/// the ledger. Fills `config.address` with the operator's address.
+pub async fn connect_payments(
+    config: &mut NodeConfig,
+    password: Option<String>,
+) -> Result<PaidSetup, ProviderError> {
     let p = config
         .payments
         .clone()
         .ok_or_else(|| ProviderError::Config("the config has no [payments] section".into()))?;
     p.validate()?;
     let loader = p.clone();
-    let signer = tokio::task::spawn_blocking(move || loader.load_operator())
+    let signer = tokio::task::spawn_blocking(move || loader.load_operator(password.as_deref()))
         .await
         .map_err(|e| ProviderError::Internal(e.to_string()))??;
     let me = signer.address();
@@ -254,6 +317,7 @@ pub async fn connect_payments(config: &mut NodeConfig) -> Result<PaidSetup, Prov
         p.policy()?,
         Duration::from_millis(p.event_poll_ms),
     )?
+    .with_event_window(p.event_max_range, p.confirmations())
     .with_cursor_file(config.data_dir.join("escrow-events.block"));
     Ok(PaidSetup {
         admission,
@@ -380,5 +444,66 @@ mod tests {
             ..c
         };
         assert!(no_escrow.validate().is_err());
+    }
+
+    #[test]
+    fn keystore_password_comes_from_the_caller_not_the_environment() {
+        let c = PaymentsConfig {
+            operator_keystore: Some("/nonexistent/keystore.json".into()),
+            ..PaymentsConfig::default()
+        };
+        assert!(c.needs_password());
+        match c.load_operator(None) {
+            Err(e) => assert!(e.to_string().contains("password is needed"), "{e}"),
+            Ok(_) => panic!("a keystore opened without a password"),
+        }
+        let file = PaymentsConfig {
+            operator_key_file: Some("/nonexistent/key".into()),
+            ..PaymentsConfig::default()
+        };
+        assert!(!file.needs_password());
+    }
+
+    #[test]
+    fn event_window_defaults_by_chain_and_is_bounded() {
+        let text = r#"
+            escrow = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+            operator_key_file = "/tmp/key"
+        "#;
+        let dev: PaymentsConfig = toml::from_str(text).expect("parses");
+        dev.validate().expect("valid");
+        assert_eq!(dev.event_max_range, 2000);
+        assert_eq!(
+            dev.confirmations(),
+            0,
+            "anvil mines on demand: no confirmations"
+        );
+        let base = PaymentsConfig {
+            chain_id: 8453,
+            ..dev.clone()
+        };
+        assert_eq!(base.confirmations(), PROD_EVENT_CONFIRMATIONS);
+        let set: PaymentsConfig = toml::from_str(&format!(
+            "{text}\nchain_id = 8453\nevent_confirmations = 0\nevent_max_range = 500"
+        ))
+        .expect("parses");
+        set.validate().expect("valid");
+        assert_eq!((set.confirmations(), set.event_max_range), (0, 500));
+        for bad in [
+            PaymentsConfig {
+                event_max_range: 0,
+                ..dev.clone()
+            },
+            PaymentsConfig {
+                event_max_range: MAX_EVENT_RANGE + 1,
+                ..dev.clone()
+            },
+            PaymentsConfig {
+                event_confirmations: Some(MAX_EVENT_CONFIRMATIONS + 1),
+                ..dev.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?} must be refused");
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct Settlement {
     policy: SettlePolicy,
     poll: Duration,
     cursor_file: Option<PathBuf>,
+    max_range: u64,
+    confirmations: u64,
     wake: Arc<Notify>,
 }
 
@@ -59,6 +61,8 @@ impl Settlement {
             policy,
             poll: poll.max(Duration::from_millis(50)),
             cursor_file: None,
+            max_range: khachapuri_chain::DEFAULT_MAX_RANGE,
+            confirmations: 0,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -67,6 +71,15 @@ impl Settlement {
     /// down (an unlock request) are still seen after a restart.
     pub fn with_cursor_file(mut self, path: PathBuf) -> Self {
         self.cursor_file = Some(path);
+        self
+    }
+
+    /// Reads escrow events at most `max_range` blocks per RPC call and only once
+    /// `confirmations` blocks deep, so catching up after downtime stays under the RPC
+    /// provider's range limit and a shallow reorg cannot hide an event.
+    pub fn with_event_window(mut self, max_range: u64, confirmations: u64) -> Self {
+        self.max_range = max_range.max(1);
+        self.confirmations = confirmations;
         self
     }
 
@@ -136,11 +149,13 @@ impl Settlement {
             }
             wait = (wait * 2).min(MAX_POLL_BACKOFF);
         };
-        let mut poller = EventPoller::<EscrowEvent>::new(&self.chain, self.escrow, from);
+        let mut poller = EventPoller::<EscrowEvent>::new(&self.chain, self.escrow, from)
+            .with_max_range(self.max_range)
+            .with_confirmations(self.confirmations);
         let mut saved = from;
         wait = self.poll;
         loop {
-            match poller.poll().await {
+            let pause = match poller.poll().await {
                 Ok(events) => {
                     wait = self.poll;
                     for e in events {
@@ -150,15 +165,23 @@ impl Settlement {
                         saved = poller.next_block();
                         self.save_cursor(saved).await;
                     }
+                    // Catching up after downtime: the next range at once, not after a poll
+                    // interval (the cursor was saved for this range just above).
+                    if poller.is_behind() {
+                        Duration::ZERO
+                    } else {
+                        wait
+                    }
                 }
                 Err(e) => {
                     warn!(%e, ?wait, "cannot poll escrow events; retrying");
                     wait = (wait * 2).min(MAX_POLL_BACKOFF);
+                    wait
                 }
-            }
+            };
             tokio::select! {
                 () = &mut stopped => return,
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }

@@ -355,7 +355,7 @@ async fn the_registry_pricing_table_wins_over_the_config() {
         }),
         ..NodeConfig::default()
     };
-    let setup = connect_payments(&mut config).await.unwrap();
+    let setup = connect_payments(&mut config, None).await.unwrap();
     assert_eq!(setup.pricing_source, format!("registry table {table}"));
     use khachapuri_provider::Admission as _;
     let terms = setup.admission.describe().unwrap();
@@ -369,10 +369,10 @@ async fn the_registry_pricing_table_wins_over_the_config() {
         address: Some(dev_signer(7).address().to_string()),
         ..config.clone()
     };
-    assert!(connect_payments(&mut wrong).await.is_err());
+    assert!(connect_payments(&mut wrong, None).await.is_err());
     let mut other_chain = config.clone();
     other_chain.payments.as_mut().unwrap().chain_id = 1;
-    let err = connect_payments(&mut other_chain).await.unwrap_err();
+    let err = connect_payments(&mut other_chain, None).await.unwrap_err();
     assert!(err.to_string().contains("chain"), "{err}");
 
     // A node calling itself "priced" with another operator key: that name's table is not
@@ -385,6 +385,6 @@ async fn the_registry_pricing_table_wins_over_the_config() {
         ..config.clone()
     };
     impostor.payments.as_mut().unwrap().operator_key_file = Some(other_key);
-    let setup = connect_payments(&mut impostor).await.unwrap();
+    let setup = connect_payments(&mut impostor, None).await.unwrap();
     assert_eq!(setup.pricing_source, "config");
 }

@@ -72,7 +72,9 @@ async fn start() -> Net {
         }),
         ..NodeConfig::default()
     };
-    let setup = connect_payments(&mut config).await.expect("paid setup");
+    let setup = connect_payments(&mut config, None)
+        .await
+        .expect("paid setup");
     let node = Node::new(config, Box::new(setup.admission)).unwrap();
     tokio::spawn(setup.settlement.run(std::future::pending::<()>()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

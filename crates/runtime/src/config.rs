@@ -104,7 +104,9 @@ impl Default for RuntimeConfig {
 }
 
 /// What one call may use and see, besides the request itself.
-#[derive(Debug, Clone, Copy)]
+///
+/// Its `Debug` output shows env names but not their values (secrets of a sealed spec).
+#[derive(Clone, Copy)]
 pub struct CallOptions<'a> {
     /// Environment variables from the (decrypted) spec: the only env the guest sees.
     pub env: &'a [(String, String)],
@@ -115,6 +117,21 @@ pub struct CallOptions<'a> {
     pub path: &'a str,
 }
 
+impl std::fmt::Debug for CallOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, _)| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("CallOptions")
+            .field("env", &env)
+            .field("limits", &self.limits)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
 impl Default for CallOptions<'_> {
     fn default() -> Self {
         CallOptions {
@@ -122,5 +139,22 @@ impl Default for CallOptions<'_> {
             limits: Limits::default(),
             path: "/",
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn call_options_debug_never_shows_env_values() {
+        let env = [("TOKEN".to_string(), "ghp_secret_value".to_string())];
+        let opts = CallOptions {
+            env: &env,
+            ..CallOptions::default()
+        };
+        let out = format!("{opts:?}");
+        assert!(!out.contains("ghp_secret_value"), "secret leaked: {out}");
+        assert!(out.contains("TOKEN") && out.contains("<redacted>"), "{out}");
     }
 }

@@ -10,4 +10,6 @@ mod spec;
 
 pub use cid::{Cid, DAG_PB, RAW, SHA2_256};
 pub use error::TypesError;
-pub use spec::{Envelope, Limits, PayerPolicy, RuntimeKind, Spec, SPEC_VERSION};
+pub use spec::{
+    Envelope, Limits, PayerPolicy, RedactedEnv, RuntimeKind, Spec, REDACTED, SPEC_VERSION,
+};

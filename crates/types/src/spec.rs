@@ -91,7 +91,10 @@ pub enum PayerPolicy {
 }
 
 /// A deployment spec as published (inside an envelope).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `Debug` output redacts env values and the sponsor voucher (see [`RedactedEnv`]):
+/// sealed specs carry secrets, and specs end up in logs and error messages.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     /// Format version; readers refuse versions they do not know.
@@ -133,6 +136,53 @@ pub struct Spec {
     /// Owner's EIP-191 signature (0x-hex, 65 bytes) over [`Spec::hash`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+}
+
+/// What `Debug` prints in place of a secret value.
+pub const REDACTED: &str = "<redacted>";
+
+/// `Debug`s as a map of env var names to [`REDACTED`]: the names help debugging, the values
+/// may be secrets (API keys in a sealed spec) that must never reach a log line.
+pub struct RedactedEnv<'a>(Vec<&'a str>);
+
+impl<'a> RedactedEnv<'a> {
+    /// Shows the names `keys`, in the given order, and none of their values.
+    pub fn new(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(keys.into_iter().collect())
+    }
+}
+
+impl std::fmt::Debug for RedactedEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|k| (k, REDACTED)))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The sponsor voucher is a bearer payment: whoever holds it can spend it at the
+        // provider, so it is as secret as the env.
+        let voucher = self.sponsor_voucher.as_ref().map(|_| REDACTED);
+        f.debug_struct("Spec")
+            .field("version", &self.version)
+            .field("artifact", &self.artifact)
+            .field("runtime", &self.runtime)
+            .field(
+                "env",
+                &RedactedEnv::new(self.env.keys().map(String::as_str)),
+            )
+            .field("limits", &self.limits)
+            .field("payer", &self.payer)
+            .field("sponsor_voucher", &voucher)
+            .field("sponsor_budget", &self.sponsor_budget)
+            .field("owner", &self.owner)
+            .field("created_at", &self.created_at)
+            .field("provider", &self.provider)
+            .field("signature", &self.signature)
+            .finish()
+    }
 }
 
 impl Spec {
@@ -348,5 +398,27 @@ mod tests {
             ciphertext: "BBBB".into(),
         };
         assert_eq!(Envelope::from_slice(&s.to_bytes()).expect("parse"), s);
+    }
+
+    #[test]
+    fn debug_shows_env_names_but_never_secret_values() {
+        let mut s = Spec::new("bafkreiabc", RuntimeKind::WasiHttp, 1_700_000_000);
+        s.env.insert("API_KEY".into(), "sk-live-hunter2".into());
+        s.env.insert("EMPTYISH".into(), "x".into());
+        s.sponsor_voucher = Some("voucher-bearer-secret".into());
+        let text = format!("{s:?}");
+        let pretty = format!("{s:#?}");
+        for out in [&text, &pretty] {
+            assert!(!out.contains("sk-live-hunter2"), "secret leaked: {out}");
+            assert!(
+                !out.contains("voucher-bearer-secret"),
+                "voucher leaked: {out}"
+            );
+            assert!(out.contains("API_KEY"), "names stay visible: {out}");
+            assert!(out.contains(REDACTED));
+        }
+        assert!(text.contains(r#""API_KEY": "<redacted>""#), "{text}");
+        let env = Envelope::Public { spec: s };
+        assert!(!format!("{env:?}").contains("sk-live-hunter2"));
     }
 }

@@ -92,7 +92,7 @@ pub async fn setup(d: DevPaid<'_>) -> anyhow::Result<DevPaidSetup> {
         .await
         .context("cannot fund the channel to the dev provider")?;
 
-    let paid = connect_payments(d.node_config)
+    let paid = connect_payments(d.node_config, None)
         .await
         .context("cannot start payments on the dev provider")?;
     Ok(DevPaidSetup { paid, prices })

@@ -62,7 +62,8 @@ async fn open(flag: Option<&std::path::Path>, home: &Home) -> anyhow::Result<Ope
         )
     })?;
     let loader = p.clone();
-    let signer = tokio::task::spawn_blocking(move || loader.load_operator())
+    let password = super::provider_run::operator_password(Some(&p))?;
+    let signer = tokio::task::spawn_blocking(move || loader.load_operator(password.as_deref()))
         .await?
         .map_err(|e| hint(e.to_string(), "fix the operator key in [payments]"))?;
     let chain = Chain::connect(&p.rpc_url, Some(signer))

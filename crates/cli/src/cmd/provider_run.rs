@@ -36,6 +36,19 @@ pub struct RunArgs {
     pub max_instances: Option<usize>,
 }
 
+/// The operator keystore's password when `[payments]` names a keystore (from
+/// `KHACHAPURI_PASSWORD`, else the terminal): the CLI reads it, never the library crates.
+pub fn operator_password(
+    payments: Option<&khachapuri_provider::PaymentsConfig>,
+) -> anyhow::Result<Option<String>> {
+    let Some(p) = payments.filter(|p| p.needs_password()) else {
+        return Ok(None);
+    };
+    let path = p.operator_keystore.as_deref().unwrap_or(Path::new("?"));
+    let prompt = format!("password for the operator keystore {}: ", path.display());
+    super::chainctx::password(&prompt, false).map(Some)
+}
+
 /// Resolves the configuration, starts the node and serves until Ctrl-C/SIGTERM.
 pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
     let mut config = resolve(&args, home)?;
@@ -51,7 +64,8 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     let paid = config.payments.is_some() && !config.free;
     let (trigger, shutdown) = signal::channel();
     let (admission, settlement): (Box<dyn khachapuri_provider::Admission>, _) = if paid {
-        let setup = khachapuri_provider::connect_payments(&mut config)
+        let password = operator_password(config.payments.as_ref())?;
+        let setup = khachapuri_provider::connect_payments(&mut config, password)
             .await
             .map_err(|e| hint(e.to_string(), "fix [payments] in the provider config"))?;
         printer.status(format!(

@@ -119,7 +119,9 @@ impl Net {
             }),
             ..NodeConfig::default()
         };
-        let setup = connect_payments(&mut config).await.expect("paid setup");
+        let setup = connect_payments(&mut config, None)
+            .await
+            .expect("paid setup");
         assert_eq!(config.address, Some(self.provider.to_string()));
         assert_eq!(
             setup.pricing_source, "config",
