@@ -531,7 +531,6 @@ impl Admission for Paid {
     }
 
     fn release(&self, ticket: Ticket) {
-        let sponsored = ticket.budget.is_some();
         if let Some(hold) = ticket.budget {
             release_hold(&self.budgets, hold);
         }
