@@ -139,6 +139,9 @@ async fn kill_9_under_load_loses_no_accepted_voucher_and_claims_nothing_beyond()
     let headroom = parse_usdc("0.5").unwrap();
     let next = Arc::new(AtomicU64::new(0));
     let accepted_max = Arc::new(AtomicU64::new(0));
+    // Calls answered 200 so far (the highest accepted voucher index can run ahead of the
+    // count: concurrent vouchers are committed together).
+    let answered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -146,6 +149,7 @@ async fn kill_9_under_load_loses_no_accepted_voucher_and_claims_nothing_beyond()
         .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..6 {
+        let answered = answered.clone();
         let (next, accepted_max, stop, http, url, payer) = (
             next.clone(),
             accepted_max.clone(),
@@ -177,6 +181,7 @@ async fn kill_9_under_load_loses_no_accepted_voucher_and_claims_nothing_beyond()
                     Ok(r) if r.status() == 200 => {
                         ok += 1;
                         accepted_max.fetch_max(n, Ordering::SeqCst);
+                        answered.fetch_add(1, Ordering::SeqCst);
                     }
                     Ok(r) => panic!("paid call refused: {} {:?}", r.status(), r.text().await),
                     Err(_) => break, // the node is gone
@@ -187,7 +192,7 @@ async fn kill_9_under_load_loses_no_accepted_voucher_and_claims_nothing_beyond()
     }
     // Let a few hundred calls through, then SIGKILL the node mid-load.
     let started = Instant::now();
-    while accepted_max.load(Ordering::SeqCst) < 150 && started.elapsed() < Duration::from_secs(60) {
+    while answered.load(Ordering::SeqCst) < 150 && started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.start_kill().unwrap(); // SIGKILL
