@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
     source.fetches.store(0, Ordering::Relaxed);
     let mut walker = DagWalker::new(root);
     for _ in 0..BUDGET {
-        let Some(cid) = walker.next_cid() else { break };
+        let Ok(Some(cid)) = walker.next_cid() else { break };
         let Some(block) = source.pick(&cid) else {
             break;
         };
