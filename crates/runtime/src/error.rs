@@ -44,6 +44,9 @@ pub enum RuntimeError {
     /// The guest broke its interface contract (no response, bad CGI output, non-zero exit).
     #[error("function misbehaved: {0}")]
     BadResponse(String),
+    /// The request body did not arrive within the server's read deadline.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// The request could not be handed to the guest (e.g. the client's body stream failed).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -58,6 +61,7 @@ impl RuntimeError {
         match self {
             RuntimeError::RequestTooLarge { .. } => 413,
             RuntimeError::BadRequest(_) => 400,
+            RuntimeError::RequestTimeout => 408,
             RuntimeError::Deadline(_) => 504,
             RuntimeError::Busy(_) => 503,
             RuntimeError::ResponseTooLarge { .. } | RuntimeError::BadResponse(_) => 502,
@@ -87,7 +91,7 @@ impl RuntimeError {
             RuntimeError::ResponseTooLarge { .. } => FaultKind::ResponseTooLarge,
             RuntimeError::Busy(_) => FaultKind::Busy,
             RuntimeError::BadResponse(_) => FaultKind::BadResponse,
-            RuntimeError::BadRequest(_) => FaultKind::BadRequest,
+            RuntimeError::BadRequest(_) | RuntimeError::RequestTimeout => FaultKind::BadRequest,
             RuntimeError::Internal(_) => FaultKind::Internal,
         }
     }

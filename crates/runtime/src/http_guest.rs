@@ -3,16 +3,19 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body::Body;
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
+use crate::body::GuestTask;
 use crate::state::{DenyOutgoing, HttpState, MemoryLimiter};
-use crate::{CallOptions, RuntimeError};
+use crate::{CallOptions, Limits, RuntimeError};
 
 /// Arms the epoch deadline: the guest yields to tokio every tick (so a spinning guest
 /// does not hog a worker thread) and traps with `Interrupt` once `timeout` has passed.
@@ -32,30 +35,41 @@ pub(crate) fn arm_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) 
 pub(crate) fn guest_fault(
     e: &wasmtime::Error,
     memory_exceeded: bool,
-    opts: &CallOptions<'_>,
+    limits: &Limits,
 ) -> RuntimeError {
     if memory_exceeded {
         return RuntimeError::MemoryExhausted {
-            limit: opts.limits.memory_bytes,
+            limit: limits.memory_bytes,
         };
     }
     if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
-        return RuntimeError::Deadline(opts.limits.timeout);
+        return RuntimeError::Deadline(limits.timeout);
     }
     RuntimeError::Trap(format!("{e:#}"))
 }
 
-enum ResponseFail {
-    TooLarge,
-    Missing(String),
+/// A guest that has started answering: the response head, the body it is still writing,
+/// and the task running it (which holds the instance slot until the guest is done).
+pub(crate) struct Started {
+    pub(crate) head: http::response::Parts,
+    pub(crate) body: HyperOutgoingBody,
+    pub(crate) guest: GuestTask,
 }
 
-pub(crate) async fn call(
+/// Starts `pre` on `req` in its own task (holding `slot`), and waits for the response
+/// head. The task enforces the call's deadline on its own, whether or not anybody reads
+/// the body, so a slow reader cannot keep a guest (and its slot) alive past its budget.
+pub(crate) async fn call<B>(
     engine: &Engine,
     pre: &ProxyPre<HttpState>,
-    req: http::Request<Bytes>,
+    req: http::Request<B>,
     opts: &CallOptions<'_>,
-) -> Result<http::Response<Bytes>, RuntimeError> {
+    slot: OwnedSemaphorePermit,
+) -> Result<Started, RuntimeError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let limits = opts.limits;
     let req = rewrite_uri(req, opts.path)?;
 
@@ -78,7 +92,7 @@ pub(crate) async fn call(
     let req = store
         .data_mut()
         .http()
-        .new_incoming_request(Scheme::Http, req.map(Full::new))
+        .new_incoming_request(Scheme::Http, req)
         .map_err(|e| RuntimeError::BadRequest(format!("{e:#}")))?;
     let out = store
         .data_mut()
@@ -87,83 +101,66 @@ pub(crate) async fn call(
         .map_err(internal)?;
 
     let pre = pre.clone();
-    // The guest owns the store; dropping it when the guest returns closes the response
-    // body stream, so a guest that never finishes its body cannot hang the collector.
-    let guest = async move {
+    // The task owns the store; dropping it when the guest returns (or is aborted) closes
+    // the response body stream, so a guest that never finishes its body cannot hang the
+    // reader.
+    let task = tokio::spawn(async move {
+        let _slot = slot;
         let run = async {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
                 .await
-        }
-        .await;
+        };
+        let run = tokio::time::timeout(limits.timeout, run).await;
         let exceeded = store.data().limiter.exceeded;
         drop(store);
-        (run, exceeded)
-    };
-    let response = async move {
-        let resp = match rx.await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(code)) => {
-                return Err(ResponseFail::Missing(format!(
-                    "guest answered with error {code:?}"
-                )))
-            }
-            Err(_) => return Err(ResponseFail::Missing("guest never set a response".into())),
-        };
-        let (parts, body) = resp.into_parts();
-        match Limited::new(body, limits.max_response_bytes)
-            .collect()
-            .await
-        {
-            Ok(c) => Ok(http::Response::from_parts(parts, c.to_bytes())),
-            Err(e) if e.is::<LengthLimitError>() => Err(ResponseFail::TooLarge),
-            Err(e) => Err(ResponseFail::Missing(format!("response body failed: {e}"))),
+        match run {
+            Err(_elapsed) => Err(RuntimeError::Deadline(limits.timeout)),
+            Ok(Err(e)) => Err(guest_fault(&e, exceeded, &limits)),
+            Ok(Ok(())) => Ok(()),
         }
-    };
+    });
+    let mut guest = GuestTask(task);
 
-    let work = async {
-        tokio::pin!(guest);
-        tokio::pin!(response);
-        let mut guest_ok = false;
-        loop {
-            tokio::select! {
-                biased;
-                (run, exceeded) = &mut guest, if !guest_ok => match run {
-                    Ok(()) => guest_ok = true,
-                    Err(e) => return Err(guest_fault(&e, exceeded, opts)),
-                },
-                r = &mut response => return match r {
-                    Ok(resp) => Ok(resp),
-                    Err(ResponseFail::TooLarge) => Err(RuntimeError::ResponseTooLarge {
-                        limit: limits.max_response_bytes,
-                    }),
-                    Err(ResponseFail::Missing(why)) => {
-                        // The guest probably trapped: its fault is the better answer.
-                        if !guest_ok {
-                            if let (Err(e), exceeded) = (&mut guest).await {
-                                return Err(guest_fault(&e, exceeded, opts));
-                            }
-                        }
-                        Err(RuntimeError::BadResponse(why))
-                    }
-                },
-            }
+    let resp = tokio::select! {
+        biased;
+        head = rx => head,
+        outcome = &mut guest.0 => {
+            // The guest ended before (or without) answering: its fault is the answer;
+            // a clean return may still have set the response just before.
+            let outcome = outcome
+                .map_err(|e| RuntimeError::Internal(format!("guest task failed: {e}")))?;
+            outcome?;
+            return Err(RuntimeError::BadResponse("guest never set a response".into()));
         }
     };
-    match tokio::time::timeout(limits.timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(RuntimeError::Deadline(limits.timeout)),
+    match resp {
+        Ok(Ok(resp)) => {
+            let (head, body) = resp.into_parts();
+            Ok(Started { head, body, guest })
+        }
+        Ok(Err(code)) => Err(RuntimeError::BadResponse(format!(
+            "guest answered with error {code:?}"
+        ))),
+        Err(_) => {
+            // The outparam was dropped unset: the guest probably trapped; its fault is
+            // the better answer.
+            let outcome = (&mut guest.0)
+                .await
+                .map_err(|e| RuntimeError::Internal(format!("guest task failed: {e}")))?;
+            outcome?;
+            Err(RuntimeError::BadResponse(
+                "guest never set a response".into(),
+            ))
+        }
     }
 }
 
 /// Gives the guest the path after the CID (keeping the query) and an absolute URI, as
 /// `wasi:http` needs an authority (from `Host`, else `localhost`).
-fn rewrite_uri(
-    req: http::Request<Bytes>,
-    path: &str,
-) -> Result<http::Request<Bytes>, RuntimeError> {
+fn rewrite_uri<B>(req: http::Request<B>, path: &str) -> Result<http::Request<B>, RuntimeError> {
     let (mut parts, body) = req.into_parts();
     let path = if path.is_empty() { "/" } else { path };
     let mut pq = String::with_capacity(path.len() + 1 + parts.uri.query().map_or(0, str::len));

@@ -7,6 +7,7 @@
 //! request; faults come back as [`RuntimeError`], mapped to HTTP by
 //! [`RuntimeError::http_status`].
 
+mod body;
 mod cache;
 mod config;
 mod engine;
@@ -17,6 +18,7 @@ mod runtime;
 mod state;
 mod wagi;
 
+pub use body::GuestBody;
 pub use config::{CallOptions, GuestKind, Limits, RuntimeConfig};
 pub use error::{FaultKind, RuntimeError};
 pub use metrics::{Metrics, MetricsSnapshot};

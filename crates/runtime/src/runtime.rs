@@ -11,6 +11,7 @@ use wasmtime::component::{Component, Linker as ComponentLinker};
 use wasmtime::{Engine, InstancePre, Linker, Module};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::body::{GuestBody, RequestBody, RequestFlags};
 use crate::cache::{Code, DiskCache};
 use crate::engine::{build_engine, fingerprint, EpochTicker};
 use crate::metrics::{Metrics, MetricsSnapshot};
@@ -30,7 +31,7 @@ struct Inner {
     wagi_linker: Linker<WagiState>,
     disk: Option<DiskCache>,
     prepared: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     config: RuntimeConfig,
     metrics: Metrics,
     _ticker: EpochTicker,
@@ -123,7 +124,7 @@ impl Runtime {
                 wagi_linker,
                 disk,
                 prepared: Mutex::new(HashMap::new()),
-                slots: Semaphore::new(config.max_instances.max(1) as usize),
+                slots: Arc::new(Semaphore::new(config.max_instances.max(1) as usize)),
                 config,
                 metrics: Metrics::default(),
                 _ticker: ticker,
@@ -226,13 +227,9 @@ impl Runtime {
         self.lock_prepared().remove(cid);
     }
 
-    /// Runs one request through a prepared function and returns its buffered response.
-    /// `opts.limits` are capped by [`RuntimeConfig::max_limits`].
-    ///
-    /// The body is read first, up to `opts.limits.max_request_bytes` (else
-    /// [`RuntimeError::RequestTooLarge`]); then an instance slot is taken without
-    /// waiting (else [`RuntimeError::Busy`]). Every fault is counted and logged with the
-    /// CID; map it to an answer with [`RuntimeError::http_status`].
+    /// Runs one request through a prepared function and returns its buffered response:
+    /// [`Runtime::handle_stream`] collected (tests, benchmarks, and callers that need the
+    /// whole body). A fault after the guest started answering is the result.
     pub async fn handle<B>(
         &self,
         prepared: &Prepared,
@@ -240,7 +237,31 @@ impl Runtime {
         opts: &CallOptions<'_>,
     ) -> Result<http::Response<Bytes>, RuntimeError>
     where
-        B: Body<Data = Bytes>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = self.handle_stream(prepared, req, opts).await?.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(http::Response::from_parts(parts, body))
+    }
+
+    /// Runs one request through a prepared function; the response body streams out as
+    /// the guest writes it. `opts.limits` are capped by [`RuntimeConfig::max_limits`].
+    ///
+    /// An instance slot is taken without waiting (else [`RuntimeError::Busy`]) and held
+    /// until the guest is done. A `wasi-http` guest reads the caller's body as it arrives,
+    /// up to `opts.limits.max_request_bytes` (else [`RuntimeError::RequestTooLarge`]); a
+    /// WAGI guest gets it whole on stdin. Faults before the response head are the error;
+    /// later ones end the body with an error. Every fault is counted and logged with the
+    /// CID; map it to an answer with [`RuntimeError::http_status`].
+    pub async fn handle_stream<B>(
+        &self,
+        prepared: &Prepared,
+        req: http::Request<B>,
+        opts: &CallOptions<'_>,
+    ) -> Result<http::Response<GuestBody>, RuntimeError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         self.inner.metrics.call();
@@ -251,21 +272,26 @@ impl Runtime {
         };
         let result = self.handle_inner(prepared, req, &opts).await;
         if let Err(e) = &result {
-            self.inner.metrics.fault(e.kind());
-            if matches!(e, RuntimeError::Busy(_)) {
-                // Overload is not news per request; the counter tells the story.
-                tracing::debug!(cid = prepared.cid(), "busy: all instance slots in use");
-                return result;
-            }
-            tracing::warn!(
-                cid = prepared.cid(),
-                kind = e.kind().as_str(),
-                status = e.http_status(),
-                error = %e,
-                "function fault"
-            );
+            self.record_fault(prepared.cid(), e);
         }
         result
+    }
+
+    /// Counts and logs a fault of the function `cid`.
+    pub(crate) fn record_fault(&self, cid: &str, e: &RuntimeError) {
+        self.inner.metrics.fault(e.kind());
+        if matches!(e, RuntimeError::Busy(_)) {
+            // Overload is not news per request; the counter tells the story.
+            tracing::debug!(cid, "busy: all instance slots in use");
+            return;
+        }
+        tracing::warn!(
+            cid,
+            kind = e.kind().as_str(),
+            status = e.http_status(),
+            error = %e,
+            "function fault"
+        );
     }
 
     async fn handle_inner<B>(
@@ -273,39 +299,69 @@ impl Runtime {
         prepared: &Prepared,
         req: http::Request<B>,
         opts: &CallOptions<'_>,
-    ) -> Result<http::Response<Bytes>, RuntimeError>
+    ) -> Result<http::Response<GuestBody>, RuntimeError>
     where
-        B: Body<Data = Bytes>,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limit = opts.limits.max_request_bytes;
         let (parts, body) = req.into_parts();
-        let too_large = RuntimeError::RequestTooLarge { limit };
         if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
             let len = len.to_str().ok().and_then(|l| l.parse::<u64>().ok());
             if len.is_some_and(|l| l > limit as u64) {
-                return Err(too_large);
+                return Err(RuntimeError::RequestTooLarge { limit });
             }
         }
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return Err(too_large),
-            Err(e) => {
-                return Err(RuntimeError::BadRequest(format!(
-                    "reading request body: {e}"
-                )))
-            }
+        let slot = || {
+            self.inner
+                .slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| RuntimeError::Busy(self.inner.config.max_instances))
         };
-        let req = http::Request::from_parts(parts, body);
-
-        let _slot = self
-            .inner
-            .slots
-            .try_acquire()
-            .map_err(|_| RuntimeError::Busy(self.inner.config.max_instances))?;
         match &prepared.inner.pre {
-            Pre::Http(pre) => http_guest::call(&self.inner.engine, pre, req, opts).await,
-            Pre::Wagi(pre) => wagi::call(&self.inner.engine, pre, req, opts).await,
+            Pre::Http(pre) => {
+                let flags = Arc::new(RequestFlags::default());
+                let body = RequestBody::new(Box::pin(body), limit, flags.clone());
+                let req = http::Request::from_parts(parts, body);
+                let started = http_guest::call(&self.inner.engine, pre, req, opts, slot()?)
+                    .await
+                    .map_err(|e| flags.error(limit).unwrap_or(e))?;
+                if let Some(e) = flags.error(limit) {
+                    return Err(e);
+                }
+                let body = GuestBody::stream(
+                    started.body,
+                    started.guest,
+                    opts.limits.max_response_bytes,
+                    flags,
+                    limit,
+                    self.clone(),
+                    prepared.cid().to_owned(),
+                );
+                Ok(http::Response::from_parts(started.head, body))
+            }
+            Pre::Wagi(pre) => {
+                // CGI reads stdin whole: collect first, then take a slot.
+                let body = match Limited::new(body, limit).collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) if e.is::<LengthLimitError>() => {
+                        return Err(RuntimeError::RequestTooLarge { limit })
+                    }
+                    Err(e) if crate::body::is_timeout(&*e) => {
+                        return Err(RuntimeError::RequestTimeout)
+                    }
+                    Err(e) => {
+                        return Err(RuntimeError::BadRequest(format!(
+                            "reading request body: {e}"
+                        )))
+                    }
+                };
+                let _slot = slot()?;
+                let req = http::Request::from_parts(parts, body);
+                let resp = wagi::call(&self.inner.engine, pre, req, opts).await?;
+                Ok(resp.map(GuestBody::full))
+            }
         }
     }
 

@@ -64,7 +64,7 @@ pub(crate) async fn call(
                     "CGI program exited with status {code}"
                 )))
             }
-            None => return Err(guest_fault(&e, exceeded, opts)),
+            None => return Err(guest_fault(&e, exceeded, &limits)),
         },
         Ok(Ok(())) => {}
     }

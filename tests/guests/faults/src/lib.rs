@@ -2,8 +2,9 @@
 //! picks the behaviour:
 //! `/trap` panics, `/loop` spins forever, `/memory` allocates until it dies, `/flood`
 //! streams an endless response body, `/env` lists its environment, `/outgoing` tries
-//! an outgoing HTTP request, `/fs` tries to read the host filesystem; anything else
-//! answers `ok`.
+//! an outgoing HTTP request, `/fs` tries to read the host filesystem, `/sse` streams
+//! three server-sent events 1 s apart (`?ms=N` sets the gap); anything else answers
+//! `ok`.
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
@@ -33,6 +34,7 @@ impl wasi::exports::http::incoming_handler::Guest for Faults {
                 }
             }
             "/flood" => flood(response_out),
+            "/sse" => return sse(response_out, gap_ms(&pq)),
             "/env" => {
                 let mut s = String::new();
                 for (k, v) in std::env::vars() {
@@ -59,6 +61,35 @@ fn respond(response_out: ResponseOutparam, text: &[u8]) {
         let out = body.write().expect("stream is taken once");
         for chunk in text.chunks(4096) {
             out.blocking_write_and_flush(chunk).expect("write body");
+        }
+    }
+    OutgoingBody::finish(body, None).expect("finish body");
+}
+
+fn gap_ms(pq: &str) -> u64 {
+    pq.split_once("ms=")
+        .and_then(|(_, v)| v.split('&').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+fn sse(response_out: ResponseOutparam, gap_ms: u64) {
+    let headers = Fields::from_list(&[(
+        "content-type".to_string(),
+        b"text/event-stream".to_vec(),
+    )])
+    .expect("static header is valid");
+    let response = OutgoingResponse::new(headers);
+    let body = response.body().expect("body is taken once");
+    ResponseOutparam::set(response_out, Ok(response));
+    {
+        let out = body.write().expect("stream is taken once");
+        for i in 1..=3 {
+            if i > 1 {
+                wasi::clocks::monotonic_clock::subscribe_duration(gap_ms * 1_000_000).block();
+            }
+            out.blocking_write_and_flush(format!("data: event {i}\n\n").as_bytes())
+                .expect("write event");
         }
     }
     OutgoingBody::finish(body, None).expect("finish body");
