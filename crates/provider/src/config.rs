@@ -49,6 +49,15 @@ pub struct NodeConfig {
     pub max_request_bytes: u64,
     /// Cap on response bodies (bytes); larger is a guest fault.
     pub max_response_bytes: u64,
+    /// How long (ms) the node waits for a complete answer before streaming it: quick
+    /// answers go out whole with their receipt in a header, slow ones (server-sent
+    /// events, long downloads) reach the client as the guest writes them.
+    pub stream_after_ms: u64,
+    /// Most bytes of one answer held in memory before it streams instead.
+    pub stream_after_bytes: u64,
+    /// Past the call's own time budget, how long (ms) a streamed answer may take to reach
+    /// a slow client before the node gives up on it.
+    pub stream_write_timeout_ms: u64,
     /// Cap on an artifact fetched by CID (bytes).
     pub max_artifact_bytes: u64,
     /// Cap on an envelope/spec fetched by CID (bytes): read before payment, so it is
@@ -95,6 +104,9 @@ impl Default for NodeConfig {
             drain_timeout_ms: 30_000,
             max_request_bytes: 10 * 1024 * 1024,
             max_response_bytes: 32 * 1024 * 1024,
+            stream_after_ms: 100,
+            stream_after_bytes: 256 * 1024,
+            stream_write_timeout_ms: 30_000,
             max_artifact_bytes: 256 * 1024 * 1024,
             max_spec_bytes: 256 * 1024,
             max_cached_specs: 10_000,
@@ -134,6 +146,9 @@ impl NodeConfig {
         }
         if self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
             return bad("header_read_timeout_ms and body_read_timeout_ms must be at least 1");
+        }
+        if self.stream_after_bytes == 0 || self.stream_write_timeout_ms == 0 {
+            return bad("stream_after_bytes and stream_write_timeout_ms must be at least 1");
         }
         if self.max_concurrent_compiles == 0 || self.compile_timeout_ms == 0 {
             return bad("max_concurrent_compiles and compile_timeout_ms must be at least 1");

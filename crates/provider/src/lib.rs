@@ -10,6 +10,7 @@ mod metrics;
 mod node;
 mod paid;
 mod payments_config;
+mod respond;
 mod server;
 mod settlement;
 

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub calls_faulted: AtomicU64,
     /// Calls turned away because every instance slot was busy.
     pub calls_busy: AtomicU64,
+    /// Answers streamed to the client (slow or large), rather than buffered.
+    pub calls_streamed: AtomicU64,
     /// Calls executing right now.
     pub in_flight: AtomicU64,
     /// Spec lookups answered from the in-memory cache.
@@ -53,6 +55,12 @@ impl Metrics {
                 "Function calls that ran and answered.",
                 "counter",
                 load(&self.calls_ok),
+            ),
+            (
+                "khachapuri_calls_streamed_total",
+                "Answers streamed as the function wrote them.",
+                "counter",
+                load(&self.calls_streamed),
             ),
             (
                 "khachapuri_calls_refused_total",

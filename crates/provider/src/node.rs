@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{Request, Response};
 use bytes::Bytes;
 use khachapuri_runtime::{CallOptions, GuestKind, Limits, Prepared, Runtime, RuntimeConfig};
 use khachapuri_store::{Store, StoreConfig};
@@ -16,9 +16,10 @@ use khachapuri_types::{Cid, Envelope, RedactedEnv, RuntimeKind, Spec};
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
-use crate::admission::{Admission, CallInfo, CallLimits, Ticket, Usage};
+use crate::admission::{Admission, CallInfo, CallLimits};
 use crate::compile::CompileGate;
 use crate::metrics::Metrics;
+use crate::respond::{respond, InFlight, Running, StreamPolicy, TicketGuard};
 use crate::{NodeConfig, ProviderError};
 
 /// Header carrying the cost of a call, once payment is on.
@@ -66,7 +67,7 @@ pub struct Node {
     /// Runs guests.
     pub(crate) runtime: Runtime,
     /// Payment slot.
-    pub(crate) admission: Box<dyn Admission>,
+    pub(crate) admission: Arc<dyn Admission>,
     /// Callable CID → deployment, filled once per CID even under concurrent first calls.
     deployments: Mutex<HashMap<String, Arc<OnceCell<Arc<Deployment>>>>>,
     /// Counters for `/metrics` (shared with compile tasks).
@@ -75,6 +76,8 @@ pub struct Node {
     compiles: CompileGate,
     /// Provider caps applied to every spec.
     caps: Limits,
+    /// When an answer stops being buffered and streams instead.
+    stream_policy: StreamPolicy,
     /// X25519 secret that opens envelopes sealed to `config.address` (from
     /// `config.x25519_key_file`); wiped from memory on drop.
     seal_key: Option<zeroize::Zeroizing<[u8; 32]>>,
@@ -127,15 +130,21 @@ impl Node {
             config.max_queued_compiles,
             Duration::from_millis(config.compile_timeout_ms),
         );
+        let stream_policy = StreamPolicy {
+            after: Duration::from_millis(config.stream_after_ms),
+            after_bytes: usize::try_from(config.stream_after_bytes).unwrap_or(usize::MAX),
+            write_grace: Duration::from_millis(config.stream_write_timeout_ms),
+        };
         Ok(Self {
             config,
             store,
             runtime,
-            admission,
+            admission: Arc::from(admission),
             deployments: Mutex::new(HashMap::new()),
             metrics: Arc::default(),
             compiles,
             caps,
+            stream_policy,
             seal_key,
         })
     }
@@ -181,8 +190,8 @@ impl Node {
                 Metrics::inc(&self.metrics.calls_refused);
             })?;
             // From here on a failure before the guest runs gives the ticket back.
-            let mut ticket = TicketGuard {
-                admission: &*self.admission,
+            let ticket = TicketGuard {
+                admission: self.admission.clone(),
                 ticket: Some(ticket),
             };
             let prepared = self.prepared(&deployment).await.inspect_err(|_| {
@@ -197,42 +206,23 @@ impl Node {
                 limits: deployment.limits,
                 path: if rest.is_empty() { "/" } else { rest },
             };
-            Metrics::inc_gauge(&self.metrics.in_flight);
-            let started = Instant::now();
-            let result = self.runtime.handle(&prepared, req, &opts).await;
-            Metrics::dec_gauge(&self.metrics.in_flight);
-            let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let resp = match result {
-                Ok(resp) => resp,
-                Err(e) => {
-                    if e.http_status() == 503 {
-                        Metrics::inc(&self.metrics.calls_busy);
-                        drop(ticket);
-                    } else {
-                        // The guest ran (and faulted): its time is charged, no bytes out.
-                        Metrics::inc(&self.metrics.calls_faulted);
-                        let usage = Usage {
-                            millis,
-                            bytes_out: 0,
-                        };
-                        if let Err(c) = self.admission.charge(ticket.take(), usage).await {
-                            tracing::warn!(error = %c, "cannot charge a faulted call");
-                        }
-                    }
-                    return Err(ProviderError::from(e));
+            let running = Running {
+                ticket,
+                metrics: self.metrics.clone(),
+                started: Instant::now(),
+                timeout: deployment.limits.timeout,
+                policy: self.stream_policy,
+                _in_flight: InFlight::enter(&self.metrics),
+            };
+            match self.runtime.handle_stream(&prepared, req, &opts).await {
+                Ok(resp) => respond(resp, running).await,
+                Err(e) if e.http_status() == 503 => {
+                    // Never ran: the ticket goes back uncharged.
+                    Metrics::inc(&self.metrics.calls_busy);
+                    Err(ProviderError::from(e))
                 }
-            };
-            Metrics::inc(&self.metrics.calls_ok);
-            let usage = Usage {
-                millis,
-                bytes_out: resp.body().len() as u64,
-            };
-            let receipt = self.admission.charge(ticket.take(), usage).await?;
-            let mut resp = resp.map(Body::from);
-            if let Some(r) = receipt.and_then(|r| HeaderValue::from_str(&r).ok()) {
-                resp.headers_mut().insert(RECEIPT_HEADER, r);
+                Err(e) => Err(running.fault(e, 0).await),
             }
-            Ok(resp)
         }
         .instrument(span)
         .await
@@ -427,29 +417,6 @@ impl Node {
     /// Runtime counters for `/metrics`.
     pub(crate) fn runtime_metrics(&self) -> khachapuri_runtime::MetricsSnapshot {
         self.runtime.metrics()
-    }
-}
-
-/// Holds a call's ticket until it is charged; dropped before that (busy node, or the
-/// client went away and the call's future was dropped) it releases the ticket, so an
-/// abandoned call's reservation never keeps holding the payer's credit.
-struct TicketGuard<'a> {
-    admission: &'a dyn Admission,
-    ticket: Option<Ticket>,
-}
-
-impl TicketGuard<'_> {
-    /// The ticket, for charging; the guard then has nothing left to release.
-    fn take(&mut self) -> Ticket {
-        self.ticket.take().unwrap_or_default()
-    }
-}
-
-impl Drop for TicketGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(t) = self.ticket.take() {
-            self.admission.release(t);
-        }
     }
 }
 

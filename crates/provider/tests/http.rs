@@ -152,9 +152,12 @@ async fn examples_answer_over_http() {
 async fn faults_are_answers_and_the_node_keeps_serving() {
     let net = start(|c| c.max_response_bytes = 1 << 20).await;
     let hello = net.deploy(&khachapuri_testkit::hello(), RuntimeKind::WasiHttp, |_| {});
+    // A response cap within the node's buffering window (`stream_after_bytes`): a flood is
+    // caught before anything went out, so it is a clean 502.
     let faults = net.deploy(&khachapuri_testkit::faults(), RuntimeKind::WasiHttp, |s| {
         s.limits.timeout_ms = Some(1_000);
         s.limits.memory_mb = Some(32);
+        s.limits.max_response_bytes = Some(100_000);
     });
     for (path, status) in [
         ("/trap", 500),
@@ -201,9 +204,26 @@ async fn faults_are_answers_and_the_node_keeps_serving() {
     let (_, body) = net.get(&format!("/{env}/outgoing")).await;
     assert!(!body.contains("allowed"), "{body}");
 
+    // Past the window the flood is streaming when it hits the 1 MiB cap: the transfer
+    // breaks off (never a clean end), and the node keeps serving.
+    let streamed = net.deploy(&khachapuri_testkit::faults(), RuntimeKind::WasiHttp, |s| {
+        s.limits.timeout_ms = Some(1_000);
+    });
+    let r = client()
+        .get(format!("{}/{streamed}/flood", net.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the head went out before the cap was hit");
+    assert!(
+        r.bytes().await.is_err(),
+        "a capped stream must not end cleanly"
+    );
+    assert_eq!(net.get(&format!("/{hello}")).await.0, 200);
+
     let metrics = net.get("/metrics").await.1;
     assert!(
-        metrics.contains("khachapuri_calls_faulted_total 8"),
+        metrics.contains("khachapuri_calls_faulted_total 9"),
         "{metrics}"
     );
 }
