@@ -198,6 +198,7 @@ impl Node {
                         .unwrap_or(u64::MAX),
                     max_response_bytes: deployment.limits.max_response_bytes as u64,
                 },
+                client: crate::server::client_ip(req.extensions()),
             };
             let ticket = self.admission.admit(call).await.inspect_err(|_| {
                 Metrics::inc(&self.metrics.calls_refused);
@@ -508,7 +509,8 @@ mod redaction_tests {
     #[test]
     fn dropping_a_deployment_wipes_its_secrets() {
         let mut spec = Spec::new("bafkreiabc", RuntimeKind::WasiHttp, 1_700_000_000);
-        spec.env.insert("DB_PASSWORD".into(), "correct-horse".into());
+        spec.env
+            .insert("DB_PASSWORD".into(), "correct-horse".into());
         spec.sponsor_voucher = Some("bearer-voucher".into());
         let mut d = Deployment {
             env: vec![("DB_PASSWORD".into(), "correct-horse".into())],
