@@ -67,6 +67,18 @@ pub enum PaymentError {
         /// Authorized minus consumed minus reserved (micro-units).
         available: U256,
     },
+    /// This client caused more signature checks (vouchers the node did not know yet, or
+    /// top-ups) than its per-client limit allows; prepaid calls re-sending a known voucher
+    /// are not limited.
+    #[error("too many new vouchers from {client}: at most {per_sec} signature checks a second; retry in {retry_after_secs} s, or re-send a voucher this provider already accepted")]
+    TooManySignatureChecks {
+        /// The client's bucket (IPv4 address or IPv6 /64).
+        client: String,
+        /// The sustained rate allowed.
+        per_sec: f64,
+        /// Seconds until the next check is allowed.
+        retry_after_secs: u64,
+    },
     /// The ledger database failed.
     #[error("ledger: {0}")]
     Ledger(#[from] rusqlite::Error),

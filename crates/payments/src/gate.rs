@@ -12,6 +12,7 @@ use khachapuri_chain::{
 use crate::error::{PaymentError, Result};
 use crate::group_commit::VoucherWriter;
 use crate::ledger::{Ledger, Reservation};
+use crate::limit::{ClientKey, SignatureCheckLimiter, SignatureLimits};
 use crate::payment::decode_payment;
 use crate::pricing::{Pricing, Usage};
 use crate::receipt::{check_request_id, Receipt, ReceiptProof};
@@ -27,6 +28,8 @@ pub struct Gate {
     writer: VoucherWriter,
     escrow: EscrowClient,
     pricing: Pricing,
+    /// Per-client limit on requests that cost a signature check (none: unlimited).
+    limiter: Option<SignatureCheckLimiter>,
 }
 
 impl Gate {
@@ -50,6 +53,31 @@ impl Gate {
             ledger,
             escrow,
             pricing,
+            limiter: None,
+        }
+    }
+
+    /// Limits, per client, the requests that cost a signature check (see
+    /// [`crate::limit`]): [`Gate::admit_from`] with a voucher the ledger does not know,
+    /// and whatever [`Gate::count_signature_check`] is called for.
+    pub fn with_signature_limit(mut self, limits: SignatureLimits) -> Self {
+        self.limiter = Some(SignatureCheckLimiter::new(limits));
+        self
+    }
+
+    /// The per-client signature-check limiter, when one is set (its counters feed
+    /// `/metrics`).
+    pub fn signature_limiter(&self) -> Option<&SignatureCheckLimiter> {
+        self.limiter.as_ref()
+    }
+
+    /// Counts one signature check against `client` (a top-up, which always verifies or
+    /// records something); [`PaymentError::TooManySignatureChecks`] past its limit. An
+    /// unknown client (`None`: an in-process caller) or a gate without a limit passes.
+    pub fn count_signature_check(&self, client: Option<ClientKey>) -> Result<()> {
+        match (&self.limiter, client) {
+            (Some(limiter), Some(client)) => limiter.check(client),
+            _ => Ok(()),
         }
     }
 
@@ -83,6 +111,18 @@ impl Gate {
     /// reserved. `PaymentRequired`/`InsufficientCredit` become 402 with
     /// [`Gate::payment_required_body`].
     pub async fn admit(&self, header: Option<&str>, max_cost: U256) -> Result<Reservation> {
+        self.admit_from(None, header, max_cost).await
+    }
+
+    /// [`Gate::admit`] for a request from `client`: a voucher that needs its signature
+    /// checked (not the best one the ledger knows) first counts against the client's
+    /// limit; a prepaid call re-sending a known voucher never does.
+    pub async fn admit_from(
+        &self,
+        client: Option<ClientKey>,
+        header: Option<&str>,
+        max_cost: U256,
+    ) -> Result<Reservation> {
         let header = header.ok_or(PaymentError::PaymentRequired)?;
         let voucher = decode_payment(header)?;
         let (payer, epoch) = (voucher.voucher.payer, voucher.voucher.epoch);
@@ -108,6 +148,8 @@ impl Gate {
             let state = self.channel_state(payer, false).await?;
             self.verifier.check_channel(&voucher, &state)?;
         } else {
+            // The expensive step a stranger can cause for free: limited per client.
+            self.count_signature_check(client)?;
             self.verifier.check_signature(&voucher)?;
             let state = self.channel_state(payer, false).await?;
             if let Err(e) = self.verifier.check_channel(&voucher, &state) {

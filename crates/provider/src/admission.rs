@@ -7,6 +7,7 @@
 //! is the other implementation.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use axum::http::HeaderMap;
@@ -45,6 +46,18 @@ pub struct CallInfo<'a> {
     pub headers: &'a HeaderMap,
     /// The call's limits, so its maximum cost can be priced.
     pub limits: CallLimits,
+    /// The peer address of the connection (`None` for in-process callers): the
+    /// per-client limit on signature checks is keyed by it.
+    pub client: Option<IpAddr>,
+}
+
+/// Counters of the per-client signature-check limit, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SignatureLimitStats {
+    /// Requests refused with 429 so far.
+    pub refused: u64,
+    /// Clients whose buckets are remembered now.
+    pub tracked_clients: u64,
 }
 
 /// Permission to run one call, handed back at charge (or release) time.
@@ -79,6 +92,18 @@ pub trait Admission: Send + Sync + 'static {
 
     /// Whether calls cost anything (shown at `/.well-known/khachapuri`).
     fn is_free(&self) -> bool;
+
+    /// Counts one request that costs a signature check (a top-up, before its deployment
+    /// is even looked up) against `client`'s limit; refuses past it. Free nodes check no
+    /// signatures.
+    fn count_signature_check(&self, _client: Option<IpAddr>) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// The signature-check limit's counters, when there is a limit.
+    fn signature_limit_stats(&self) -> Option<SignatureLimitStats> {
+        None
+    }
 
     /// Payment terms for `/.well-known/khachapuri` (chain, escrow, pricing), if any.
     fn describe(&self) -> Option<serde_json::Value> {

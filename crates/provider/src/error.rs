@@ -140,6 +140,33 @@ impl ProviderError {
 }
 
 impl ProviderError {
+    /// Seconds the caller should wait before retrying (`Retry-After`), for the answers
+    /// that are about load rather than the request.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Busy(_) | Self::CompileBusy(_) | Self::CompileTimeout { .. } => Some(1),
+            Self::Payment {
+                error:
+                    PaymentError::TooManySignatureChecks {
+                        retry_after_secs, ..
+                    },
+                ..
+            } => Some((*retry_after_secs).max(1)),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the per-client limit on signature checks (counted in `/metrics`).
+    pub fn is_signature_limited(&self) -> bool {
+        matches!(
+            self,
+            Self::Payment {
+                error: PaymentError::TooManySignatureChecks { .. },
+                ..
+            }
+        )
+    }
+
     /// Maps a store failure for `cid` to an answer: absent content is 404, everything
     /// else (bad bytes from a gateway, size caps, outages) is the upstream's fault.
     pub fn from_store(cid: &khachapuri_types::Cid, e: khachapuri_store::StoreError) -> Self {
@@ -195,8 +222,8 @@ impl From<khachapuri_runtime::RuntimeError> for ProviderError {
 
 /// The one place payment failures become HTTP statuses: 400 malformed header, 401 bad
 /// signature, 402 when more money is needed (with a quote), 403 for a voucher that can
-/// never pay here (other provider, old epoch, channel closing), 502 when the chain fails,
-/// 500 for the node's own failures.
+/// never pay here (other provider, old epoch, channel closing), 429 past the per-client
+/// limit on signature checks, 502 when the chain fails, 500 for the node's own failures.
 fn payment_status(e: &PaymentError) -> StatusCode {
     match e {
         PaymentError::MalformedHeader(_) => StatusCode::BAD_REQUEST,
@@ -207,6 +234,7 @@ fn payment_status(e: &PaymentError) -> StatusCode {
         PaymentError::WrongProvider { .. }
         | PaymentError::WrongEpoch { .. }
         | PaymentError::ChannelUnlocking { .. } => StatusCode::FORBIDDEN,
+        PaymentError::TooManySignatureChecks { .. } => StatusCode::TOO_MANY_REQUESTS,
         PaymentError::Chain(_) => StatusCode::BAD_GATEWAY,
         PaymentError::Ledger(_)
         | PaymentError::Corrupt(_)
@@ -235,6 +263,7 @@ fn payment_kind(e: &PaymentError) -> &'static str {
         PaymentError::WrongEpoch { .. } => "wrong_epoch",
         PaymentError::AboveFunds { .. } => "above_funds",
         PaymentError::ChannelUnlocking { .. } => "channel_unlocking",
+        PaymentError::TooManySignatureChecks { .. } => "too_many_signature_checks",
         PaymentError::Chain(_) => "chain",
         PaymentError::Ledger(_) | PaymentError::Corrupt(_) | PaymentError::Task(_) => "ledger",
         PaymentError::CannotSign => "cannot_sign",
@@ -274,6 +303,9 @@ fn payment_hint(e: &PaymentError) -> &'static str {
         PaymentError::ChannelUnlocking { .. } => {
             "the channel is closing: reclaim it, then fund it again with `khachapuri escrow fund`"
         }
+        PaymentError::TooManySignatureChecks { .. } => {
+            "sign one voucher ahead for many calls and re-send it (prepaid calls are not limited); new vouchers and top-ups are limited per client: wait Retry-After seconds"
+        }
         PaymentError::Chain(_) => "the provider cannot reach its chain node; retry shortly",
         PaymentError::Ledger(_) | PaymentError::Corrupt(_) | PaymentError::Task(_) => {
             "the provider's ledger failed; retry shortly or tell its operator"
@@ -310,12 +342,9 @@ impl IntoResponse for ProviderError {
             body["hint"] = json!(h);
         }
         let mut resp = (status, axum::Json(body)).into_response();
-        if matches!(
-            self,
-            Self::Busy(_) | Self::CompileBusy(_) | Self::CompileTimeout { .. }
-        ) {
+        if let Some(secs) = self.retry_after_secs() {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -342,6 +371,20 @@ mod tests {
             assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         }
+    }
+
+    #[test]
+    fn signature_limit_answers_429_with_retry_after_and_a_hint() {
+        let e = ProviderError::from(PaymentError::TooManySignatureChecks {
+            client: "192.0.2.1".into(),
+            per_sec: 20.0,
+            retry_after_secs: 3,
+        });
+        assert!(e.is_signature_limited());
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert!(!ProviderError::Busy(1).is_signature_limited());
     }
 
     #[test]

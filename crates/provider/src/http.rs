@@ -2,14 +2,15 @@
 //! trustless gateway. [`crate::serve`] runs it on a bound listener with a shutdown future
 //! so tests can bind `127.0.0.1:0` and stop them deterministically.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use crate::node::Node;
@@ -48,11 +49,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(&node.runtime_metrics()),
-    )
-        .into_response()
+    let mut text = node.metrics.render(&node.runtime_metrics());
+    if let Some(stats) = node.admission.signature_limit_stats() {
+        crate::metrics::render_signature_limit(&mut text, stats);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// `?deployment=CID`: the sponsored deployment a top-up is for.
@@ -64,8 +65,15 @@ struct TopUpQuery {
 async fn voucher(
     State(node): State<Arc<Node>>,
     axum::extract::Query(q): axum::extract::Query<TopUpQuery>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Response {
+    // Counted before anything else: naming a deployment may open its envelope and check
+    // its owner's signature, the voucher's own check comes after.
+    let client = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Err(e) = node.admission.count_signature_check(client) {
+        return answer(Err(e));
+    }
     let spec = match &q.deployment {
         None => None,
         Some(cid) => match node.spec_of(cid).await {

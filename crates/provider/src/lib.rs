@@ -14,7 +14,9 @@ mod respond;
 mod server;
 mod settlement;
 
-pub use admission::{Admission, BoxFuture, CallInfo, CallLimits, Free, Ticket, Usage};
+pub use admission::{
+    Admission, BoxFuture, CallInfo, CallLimits, Free, SignatureLimitStats, Ticket, Usage,
+};
 pub use config::NodeConfig;
 pub use error::ProviderError;
 pub use http::router;

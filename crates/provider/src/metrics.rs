@@ -147,6 +147,29 @@ impl Metrics {
     }
 }
 
+/// Appends the per-client signature-check limit's counters to `out`.
+pub(crate) fn render_signature_limit(out: &mut String, s: crate::admission::SignatureLimitStats) {
+    for (name, help, kind, value) in [
+        (
+            "khachapuri_signature_checks_limited_total",
+            "Requests refused with 429 by the per-client limit on signature checks.",
+            "counter",
+            s.refused,
+        ),
+        (
+            "khachapuri_signature_limit_tracked_clients",
+            "Clients whose signature-check buckets are remembered.",
+            "gauge",
+            s.tracked_clients,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,9 @@ pub const RECEIPT_HEADER: &str = "khachapuri-receipt";
 /// A deployment as its spec describes it (decrypted, in memory only): everything
 /// admission needs to price a call, before its artifact is fetched or compiled.
 ///
-/// Its `Debug` output shows env names but never their values (secrets of a sealed spec).
+/// Its `Debug` output shows env names but never their values (secrets of a sealed spec),
+/// and those values (and the sponsor voucher, a bearer payment) are wiped from memory when
+/// it is dropped, so an evicted deployment leaves no secret in freed memory.
 pub struct Deployment {
     /// The spec as published.
     pub spec: Spec,
@@ -40,6 +42,26 @@ pub struct Deployment {
     pub artifact: Cid,
     /// How the artifact runs.
     pub kind: GuestKind,
+}
+
+impl Deployment {
+    /// Overwrites every secret this deployment holds with zeros (what `Drop` does).
+    fn wipe(&mut self) {
+        use zeroize::Zeroize;
+        for (_, value) in &mut self.env {
+            value.zeroize();
+        }
+        for value in self.spec.env.values_mut() {
+            value.zeroize();
+        }
+        self.spec.sponsor_voucher.zeroize();
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        self.wipe();
+    }
 }
 
 impl std::fmt::Debug for Deployment {
@@ -185,6 +207,7 @@ impl Node {
                         .unwrap_or(u64::MAX),
                     max_response_bytes: deployment.limits.max_response_bytes as u64,
                 },
+                client: crate::server::client_ip(req.extensions()),
             };
             let ticket = self.admission.admit(call).await.inspect_err(|_| {
                 Metrics::inc(&self.metrics.calls_refused);
@@ -448,5 +471,24 @@ mod redaction_tests {
             assert!(out.contains("DB_PASSWORD"), "names stay visible: {out}");
             assert!(out.contains(khachapuri_types::REDACTED), "{out}");
         }
+    }
+
+    #[test]
+    fn dropping_a_deployment_wipes_its_secrets() {
+        let mut spec = Spec::new("bafkreiabc", RuntimeKind::WasiHttp, 1_700_000_000);
+        spec.env
+            .insert("DB_PASSWORD".into(), "correct-horse".into());
+        spec.sponsor_voucher = Some("bearer-voucher".into());
+        let mut d = Deployment {
+            env: vec![("DB_PASSWORD".into(), "correct-horse".into())],
+            spec,
+            limits: Limits::default(),
+            artifact: Cid::raw(b"wasm"),
+            kind: GuestKind::WasiHttp,
+        };
+        d.wipe();
+        assert_eq!(d.env, vec![("DB_PASSWORD".to_string(), String::new())]);
+        assert_eq!(d.spec.env["DB_PASSWORD"], "");
+        assert_eq!(d.spec.sponsor_voucher, None);
     }
 }

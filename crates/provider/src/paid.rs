@@ -14,13 +14,13 @@ use std::time::Duration;
 use khachapuri_chain::{Address, EscrowClient, SignedVoucher, U256};
 use khachapuri_payments::{
     check_request_id, decode_payment, encode_payment, top_up_increase, Budget, BudgetHold,
-    BudgetKey, Gate, Grant, Ledger, PaymentError, Pricing, SponsorBudgets, PAYMENT_HEADER,
-    SIGN_RECEIPT_HEADER,
+    BudgetKey, ClientKey, Gate, Grant, Ledger, PaymentError, Pricing, SignatureLimits,
+    SponsorBudgets, PAYMENT_HEADER, SIGN_RECEIPT_HEADER,
 };
 use khachapuri_types::{PayerPolicy, Spec};
 use serde_json::json;
 
-use crate::admission::{Admission, BoxFuture, CallInfo, Ticket, Usage};
+use crate::admission::{Admission, BoxFuture, CallInfo, SignatureLimitStats, Ticket, Usage};
 use crate::payments_config::format_micro_usdc;
 use crate::ProviderError;
 
@@ -136,8 +136,8 @@ fn release_hold(budgets: &Arc<SponsorBudgets>, hold: BudgetHold) {
 
 impl Paid {
     /// A paid admission over `ledger` (and the sponsored deployments' `budgets`) for
-    /// `terms.provider`, reading channels through `escrow` (cached for `cache_ttl`) and
-    /// pricing calls with `pricing`.
+    /// `terms.provider`, reading channels through `escrow` (cached for `cache_ttl`),
+    /// pricing calls with `pricing` and limiting signature checks per client to `limits`.
     pub fn new(
         ledger: Arc<Ledger>,
         budgets: Arc<SponsorBudgets>,
@@ -145,8 +145,10 @@ impl Paid {
         terms: PaidTerms,
         pricing: Pricing,
         cache_ttl: Duration,
+        limits: SignatureLimits,
     ) -> Self {
-        let gate = Gate::new(ledger, escrow, terms.provider, pricing, cache_ttl);
+        let gate = Gate::new(ledger, escrow, terms.provider, pricing, cache_ttl)
+            .with_signature_limit(limits);
         Self {
             gate: Arc::new(gate),
             terms,
@@ -312,7 +314,11 @@ impl Paid {
         }
         let (admitted, spent) = match spent {
             Some((e, b)) => (Err(e), Some(b)),
-            None => (self.gate.admit(header.as_deref(), max_cost).await, None),
+            None => {
+                let client = call.client.map(ClientKey::from_ip);
+                let admitted = self.gate.admit_from(client, header.as_deref(), max_cost);
+                (admitted.await, None)
+            }
         };
         match admitted {
             Ok(reservation) => Ok(Ticket {
@@ -554,6 +560,19 @@ impl Admission for Paid {
 
     fn is_free(&self) -> bool {
         false
+    }
+
+    fn count_signature_check(&self, client: Option<std::net::IpAddr>) -> Result<(), ProviderError> {
+        Ok(self
+            .gate
+            .count_signature_check(client.map(ClientKey::from_ip))?)
+    }
+
+    fn signature_limit_stats(&self) -> Option<SignatureLimitStats> {
+        self.gate.signature_limiter().map(|l| SignatureLimitStats {
+            refused: l.refused_total(),
+            tracked_clients: l.tracked_clients() as u64,
+        })
     }
 
     fn describe(&self) -> Option<serde_json::Value> {

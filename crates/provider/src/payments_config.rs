@@ -13,7 +13,9 @@ use khachapuri_chain::wallet::{open_keystore, parse_private_key};
 use khachapuri_chain::{
     parse_usdc, Address, Chain, EscrowClient, PrivateKeySigner, RegistryClient,
 };
-use khachapuri_payments::{Ledger, Pricing, SettlePolicy, Settler, SponsorBudgets};
+use khachapuri_payments::{
+    Ledger, Pricing, SettlePolicy, Settler, SignatureLimits, SponsorBudgets,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::paid::{Paid, PaidTerms};
@@ -120,6 +122,15 @@ pub struct PaymentsConfig {
     pub operator_keystore: Option<PathBuf>,
     /// Or a file holding the operator's raw 0x-hex private key (mode 0600).
     pub operator_key_file: Option<PathBuf>,
+    /// Requests per second one client (IPv4 address or IPv6 /64) may make that cost a
+    /// signature check: calls with a voucher the node does not know yet, and top-ups.
+    /// Prepaid calls re-sending a known voucher are not counted. `0` turns the limit off
+    /// (behind a reverse proxy every client shares the proxy's address).
+    pub signature_checks_per_client_per_sec: u32,
+    /// How many such requests a client may make at once (the bucket size).
+    pub signature_check_burst: u32,
+    /// Clients whose buckets are remembered (least recently seen forgotten first).
+    pub max_tracked_clients: usize,
 }
 
 impl Default for PaymentsConfig {
@@ -139,6 +150,9 @@ impl Default for PaymentsConfig {
             event_confirmations: None,
             operator_keystore: None,
             operator_key_file: None,
+            signature_checks_per_client_per_sec: 20,
+            signature_check_burst: 40,
+            max_tracked_clients: 65_536,
         }
     }
 }
@@ -171,9 +185,25 @@ impl PaymentsConfig {
                 self.confirmations()
             ));
         }
+        if self.signature_checks_per_client_per_sec > 0
+            && (self.signature_check_burst == 0 || self.max_tracked_clients == 0)
+        {
+            return bad(
+                "signature_check_burst and max_tracked_clients must be at least 1 (or set signature_checks_per_client_per_sec = 0 for no limit)".into(),
+            );
+        }
         self.pricing.to_pricing()?;
         self.policy()?;
         Ok(())
+    }
+
+    /// The per-client limit on requests that cost a signature check.
+    pub fn signature_limits(&self) -> SignatureLimits {
+        SignatureLimits {
+            per_client_per_sec: f64::from(self.signature_checks_per_client_per_sec),
+            burst: self.signature_check_burst,
+            max_tracked_clients: self.max_tracked_clients,
+        }
     }
 
     /// The confirmations escrow events wait for: the configured value, else by chain (see
@@ -308,6 +338,7 @@ pub async fn connect_payments(
         terms,
         pricing,
         Duration::from_secs(p.channel_cache_ttl_secs),
+        p.signature_limits(),
     );
     let settler = Settler::new(ledger.clone(), escrow.clone());
     let settlement = Settlement::new(
@@ -416,6 +447,35 @@ mod tests {
                 per_mb_out: 1_000_000_000
             })
         );
+    }
+
+    #[test]
+    fn signature_limit_keys_default_and_validate() {
+        let c = PaymentsConfig {
+            escrow: Address::repeat_byte(1),
+            operator_key_file: Some("/tmp/key".into()),
+            ..PaymentsConfig::default()
+        };
+        c.validate().expect("defaults are valid");
+        let l = c.signature_limits();
+        assert_eq!((l.per_client_per_sec, l.burst), (20.0, 40));
+        assert_eq!(l.max_tracked_clients, 65_536);
+        let t: PaymentsConfig = toml::from_str(
+            "signature_checks_per_client_per_sec = 5\nsignature_check_burst = 7\nmax_tracked_clients = 9",
+        )
+        .expect("parses");
+        assert_eq!(t.signature_limits().burst, 7);
+        let no_burst = PaymentsConfig {
+            signature_check_burst: 0,
+            ..c.clone()
+        };
+        assert!(no_burst.validate().is_err());
+        let off = PaymentsConfig {
+            signature_checks_per_client_per_sec: 0,
+            signature_check_burst: 0,
+            ..c
+        };
+        off.validate().expect("0 turns the limit off");
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! in-flight calls for at most `drain_timeout_ms`.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use http_body::Frame;
@@ -42,7 +43,7 @@ pub async fn serve(
     let (open_tx, open_rx) = watch::channel(());
     let mut shutdown = pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -54,7 +55,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(MapBody(app.clone()));
+        let service = TowerToHyperService::new(MapBody(app.clone(), peer));
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
@@ -98,9 +99,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// The router as a `Service<Request<Incoming>>`.
+/// The router as a `Service<Request<Incoming>>`, each request carrying the connection's
+/// peer address as axum's [`ConnectInfo`] (see [`client_ip`]).
 #[derive(Clone)]
-struct MapBody(axum::Router);
+struct MapBody(axum::Router, SocketAddr);
 
 impl Service<hyper::Request<Incoming>> for MapBody {
     type Response = Response;
@@ -112,8 +114,18 @@ impl Service<hyper::Request<Incoming>> for MapBody {
     }
 
     fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
-        self.0.call(req.map(Body::new))
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.1));
+        self.0.call(req)
     }
+}
+
+/// The address of the peer that sent `req` (the TCP peer: forwarding headers are anyone's
+/// to write), when it came through [`serve`]; `None` for requests made in process.
+pub(crate) fn client_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
 }
 
 /// Gives every request body a deadline for arriving in full.

@@ -3,19 +3,18 @@
 
 use std::path::Path;
 
-use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::SealError;
+use crate::{hpke, SealError};
 
 /// The X25519 public key of `secret` (what the registry publishes).
 pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
-    *PublicKey::from(&StaticSecret::from(*secret)).as_bytes()
+    hpke::public_key(secret)
 }
 
 /// A fresh secret from the OS random source.
 pub fn generate_secret() -> [u8; 32] {
-    StaticSecret::random_from_rng(rand::rngs::OsRng).to_bytes()
+    hpke::generate_secret()
 }
 
 fn key_err(path: &Path, reason: impl std::fmt::Display) -> SealError {
@@ -94,10 +93,7 @@ mod tests {
         let (s1, p1) = load_or_create_key_file(&path).expect("create");
         let (s2, p2) = load_or_create_key_file(&path).expect("load");
         assert_eq!((s1, p1), (s2, p2));
-        assert_eq!(
-            p1,
-            x25519_dalek::x25519(s1, x25519_dalek::X25519_BASEPOINT_BYTES)
-        );
+        assert_eq!(p1, public_key(&s1));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

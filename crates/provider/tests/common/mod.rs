@@ -36,6 +36,8 @@ pub struct Net {
     store_url: String,
     node_dir: std::path::PathBuf,
     key_file: std::path::PathBuf,
+    /// Applied to the node's `[payments]` section at every (re)start.
+    payments_edit: fn(&mut PaymentsConfig),
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -51,6 +53,11 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 pub async fn start() -> Net {
+    start_with(|_| {}).await
+}
+
+/// [`start`] with the node's `[payments]` section edited by `payments_edit`.
+pub async fn start_with(payments_edit: fn(&mut PaymentsConfig)) -> Net {
     let anvil = Anvil::spawn_with(AnvilOptions {
         port: 0,
         ..AnvilOptions::default()
@@ -85,6 +92,7 @@ pub async fn start() -> Net {
         store_url,
         node_dir: node_dir.path().to_path_buf(),
         key_file,
+        payments_edit,
         _dirs: vec![store_dir, node_dir, key_dir],
     };
     net.spawn_node().await;
@@ -119,6 +127,9 @@ impl Net {
             }),
             ..NodeConfig::default()
         };
+        if let Some(p) = config.payments.as_mut() {
+            (self.payments_edit)(p);
+        }
         let setup = connect_payments(&mut config, None)
             .await
             .expect("paid setup");
