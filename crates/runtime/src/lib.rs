@@ -12,6 +12,7 @@ mod config;
 mod engine;
 mod error;
 mod http_guest;
+mod lru;
 mod metrics;
 mod runtime;
 mod state;
@@ -19,5 +20,6 @@ mod wagi;
 
 pub use config::{CallOptions, GuestKind, Limits, RuntimeConfig};
 pub use error::{FaultKind, RuntimeError};
+pub use lru::{ByteLru, CacheUsage, OnceLru};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use runtime::{Origin, Prepared, Runtime};
