@@ -48,11 +48,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(&node.runtime_metrics()),
-    )
-        .into_response()
+    let mut text = node.metrics.render(&node.runtime_metrics());
+    text.push_str(&crate::metrics::render_caches(&node.cache_usage()));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// `?deployment=CID`: the sponsored deployment a top-up is for.
@@ -102,6 +100,8 @@ async fn well_known(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
             "default_memory_mb": c.default_memory_mb,
             "max_request_bytes": c.max_request_bytes,
             "max_response_bytes": c.max_response_bytes,
+            "max_spec_bytes": c.max_spec_bytes,
+            "max_artifact_bytes": c.max_artifact_bytes,
         },
         "capacity": {
             "max_instances": c.max_instances,
