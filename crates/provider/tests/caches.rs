@@ -231,3 +231,35 @@ async fn a_thousand_distinct_deployments_leave_every_cache_under_its_cap() {
         "{metrics}"
     );
 }
+
+/// Envelope fetches happen before payment, so they are bounded: with one allowed and a
+/// gateway that never answers, a second fresh deployment gets 503 + Retry-After at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_fetches_past_the_bound_answer_503_with_retry_after() {
+    let stall = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_url = format!("http://{}", stall.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = stall.accept().await {
+            held.push(sock);
+        }
+    });
+    let net = start_node(&stall_url, |c| {
+        c.max_concurrent_spec_fetches = 1;
+        c.fetch_timeout_ms = 10_000;
+    })
+    .await;
+    let first = Cid::raw(b"some envelope").to_string();
+    let url = format!("{}/{first}/", net.url);
+    let hanging = tokio::spawn(async move { reqwest::get(url).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = Cid::raw(b"another envelope").to_string();
+    let started = std::time::Instant::now();
+    let r = reqwest::get(format!("{}/{second}/", net.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    hanging.abort();
+}
