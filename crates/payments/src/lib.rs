@@ -34,4 +34,4 @@ pub use pricing::{base_to_micro, micro_to_base_ceil, Pricing, Usage, MICRO_PER_B
 pub use receipt::{check_request_id, Receipt, ReceiptProof, SIGN_RECEIPT_HEADER};
 pub use settle::{classify_event, Backoff, EventAction, SettlePolicy, SettleReport, Settler};
 pub use sponsor::{top_up_increase, Budget, BudgetHold, BudgetKey, Grant, SponsorBudgets};
-pub use verify::{ChannelCache, VoucherVerifier};
+pub use verify::{ChannelCache, VoucherVerifier, DEFAULT_MAX_CACHED_CHANNELS};

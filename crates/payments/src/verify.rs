@@ -2,12 +2,13 @@
 //! whether the channel can cover it; plus a per-payer cache of channel state so a call does
 //! not wait for an RPC round trip (settlement and the event watcher invalidate it).
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use khachapuri_chain::{Address, ChainError, ChannelState, SignedVoucher};
+use lru::LruCache;
 
 use crate::error::{PaymentError, Result};
 
@@ -78,41 +79,74 @@ impl VoucherVerifier {
 /// accept (then [`ChannelCache::get_fresh`] retries once), never accept a bad one; except
 /// after an unlock or reclaim, which is why the event watcher must call
 /// [`ChannelCache::invalidate`].
+///
+/// Bounded in entries (least recently used out first): every voucher from a fresh key
+/// names a new payer, so an unbounded map would grow with a stranger's key generator.
+/// An evicted payer's state is just read from chain again.
 #[derive(Debug)]
 pub struct ChannelCache {
     ttl: Duration,
-    entries: Mutex<HashMap<Address, (Instant, ChannelState)>>,
+    entries: Mutex<LruCache<Address, (Instant, ChannelState)>>,
 }
 
+/// Payers whose channel state [`ChannelCache::new`] keeps at most.
+pub const DEFAULT_MAX_CACHED_CHANNELS: usize = 100_000;
+
 impl ChannelCache {
-    /// An empty cache whose entries live for `ttl`.
+    /// An empty cache whose entries live for `ttl`, holding at most
+    /// [`DEFAULT_MAX_CACHED_CHANNELS`] payers.
     pub fn new(ttl: Duration) -> Self {
+        Self::bounded(ttl, DEFAULT_MAX_CACHED_CHANNELS)
+    }
+
+    /// An empty cache whose entries live for `ttl`, holding at most `max` payers.
+    pub fn bounded(ttl: Duration, max: usize) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Address, (Instant, ChannelState)>> {
+    /// Changes the bound (the oldest entries go if it shrinks), for a node whose
+    /// configuration sets it after the gate is built.
+    pub fn set_max_entries(&self, max: usize) {
+        self.map()
+            .resize(NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN));
+    }
+
+    /// Payers cached now.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether no payer is cached.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, LruCache<Address, (Instant, ChannelState)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cached state of `payer`'s channel, if fresh.
     pub fn cached(&self, payer: Address) -> Option<ChannelState> {
-        let map = self.map();
+        let mut map = self.map();
         map.get(&payer)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, s)| *s)
     }
 
-    /// Stores a state just read from chain (or from an event).
+    /// Stores a state just read from chain (or from an event); past the bound the least
+    /// recently used payer is forgotten.
     pub fn insert(&self, payer: Address, state: ChannelState) {
-        self.map().insert(payer, (Instant::now(), state));
+        self.map().put(payer, (Instant::now(), state));
     }
 
     /// Forgets `payer`'s channel: the next lookup reads the chain.
     pub fn invalidate(&self, payer: Address) {
-        self.map().remove(&payer);
+        self.map().pop(&payer);
     }
 
     /// Forgets everything (after an RPC switch or a reorg).
@@ -306,5 +340,30 @@ mod tests {
             Err(PaymentError::Chain(_))
         ));
         assert!(cache.cached(payer).is_none());
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_evicts_the_oldest_payer() {
+        let cache = ChannelCache::bounded(Duration::from_secs(60), 3);
+        let payers: Vec<Address> = (1..=4u8).map(Address::repeat_byte).collect();
+        for p in &payers[..3] {
+            cache.insert(*p, channel(1, 1));
+        }
+        // Payer 1 is used again, so payer 2 is now the oldest.
+        assert!(cache.cached(payers[0]).is_some());
+        cache.insert(payers[3], channel(1, 1));
+        assert_eq!(cache.len(), 3);
+        assert!(cache.cached(payers[1]).is_none(), "the oldest payer went");
+        for p in [payers[0], payers[2], payers[3]] {
+            assert!(cache.cached(p).is_some(), "no wholesale wipe");
+        }
+        cache.set_max_entries(1);
+        assert_eq!(cache.len(), 1);
+        for i in 0..1000u32 {
+            let mut bytes = [0u8; 20];
+            bytes[..4].copy_from_slice(&i.to_le_bytes());
+            cache.insert(Address::from(bytes), channel(1, 1));
+        }
+        assert_eq!(cache.len(), 1);
     }
 }

@@ -63,8 +63,21 @@ pub struct NodeConfig {
     /// Cap on an envelope/spec fetched by CID (bytes): read before payment, so it is
     /// small, not the artifact's cap.
     pub max_spec_bytes: u64,
-    /// Decrypted specs kept in memory at most (past it the cache starts over).
-    pub max_cached_specs: usize,
+    /// Bytes of opened (decrypted) specs kept in memory, least recently used out first:
+    /// anyone can name a fresh deployment, so the cache must not grow with their number.
+    pub max_cached_spec_bytes: u64,
+    /// Envelope/spec fetches running at once: they happen before payment, so a stranger
+    /// naming many fresh CIDs gets 503 + Retry-After past it instead of unbounded fetches.
+    pub max_concurrent_spec_fetches: usize,
+    /// Bytes of linked compiled code kept in memory (least recently used out first):
+    /// each artifact's image costs memory for as long as it stays hot.
+    pub max_compiled_memory_bytes: u64,
+    /// Bytes of compiled code cached on disk under `data_dir/compiled` (least recently
+    /// used deleted first), so many artifacts cannot fill the disk.
+    pub max_compiled_disk_bytes: u64,
+    /// Bytes of blocks fetched from gateways cached under `data_dir/blocks` (least
+    /// recently used collected first; pinned blocks are never collected).
+    pub max_block_cache_bytes: u64,
     /// Timeout of each fetch from a gateway.
     pub fetch_timeout_ms: u64,
     /// Links one walk of untrusted content may follow, duplicates included.
@@ -109,7 +122,11 @@ impl Default for NodeConfig {
             stream_write_timeout_ms: 30_000,
             max_artifact_bytes: 256 * 1024 * 1024,
             max_spec_bytes: 256 * 1024,
-            max_cached_specs: 10_000,
+            max_cached_spec_bytes: 64 << 20,
+            max_concurrent_spec_fetches: 16,
+            max_compiled_memory_bytes: 512 << 20,
+            max_compiled_disk_bytes: 4 << 30,
+            max_block_cache_bytes: 10 << 30,
             fetch_timeout_ms: 30_000,
             max_walk_blocks: 100_000,
             max_walk_depth: 32,
@@ -152,6 +169,20 @@ impl NodeConfig {
         }
         if self.max_concurrent_compiles == 0 || self.compile_timeout_ms == 0 {
             return bad("max_concurrent_compiles and compile_timeout_ms must be at least 1");
+        }
+        if self.max_concurrent_spec_fetches == 0 {
+            return bad("max_concurrent_spec_fetches must be at least 1");
+        }
+        if self.max_cached_spec_bytes == 0
+            || self.max_compiled_memory_bytes == 0
+            || self.max_compiled_disk_bytes == 0
+        {
+            return bad("max_cached_spec_bytes, max_compiled_memory_bytes and max_compiled_disk_bytes must be at least 1");
+        }
+        // Every artifact fetch passes through the block cache: smaller than one artifact,
+        // a fetch would collect its own blocks before reading them.
+        if self.max_block_cache_bytes < self.max_artifact_bytes.saturating_mul(2) {
+            return bad("max_block_cache_bytes must be at least twice max_artifact_bytes");
         }
         if let (Some(p), false) = (&self.payments, self.free) {
             p.validate()?;

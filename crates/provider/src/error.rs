@@ -48,6 +48,9 @@ pub enum ProviderError {
     /// Too many artifacts are being fetched and compiled; retry shortly.
     #[error("{0} artifact compiles are running or queued, retry shortly")]
     CompileBusy(usize),
+    /// Too many envelope/spec fetches (before payment) are running; retry shortly.
+    #[error("{0} deployment spec fetches are running, retry shortly")]
+    SpecFetchBusy(usize),
     /// Fetching and compiling the artifact took longer than the node's budget (it may
     /// still finish in the background and serve the next call).
     #[error("fetching and compiling the artifact exceeded {ms} ms")]
@@ -92,9 +95,10 @@ impl ProviderError {
             Self::Spec(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Busy(_) | Self::CompileBusy(_) | Self::CompileTimeout { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Busy(_)
+            | Self::CompileBusy(_)
+            | Self::SpecFetchBusy(_)
+            | Self::CompileTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Guest { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -115,6 +119,7 @@ impl ProviderError {
             Self::RequestTooLarge { .. } => "request_too_large",
             Self::Busy(_) => "busy",
             Self::CompileBusy(_) => "compile_busy",
+            Self::SpecFetchBusy(_) => "spec_fetch_busy",
             Self::CompileTimeout { .. } => "compile_timeout",
             Self::Guest { .. } => "guest_fault",
             Self::Payment { error, .. } => payment_kind(error),
@@ -129,7 +134,10 @@ impl ProviderError {
             Self::NotFound { .. } => {
                 Some("was it deployed to a store this provider reads from? check `khachapuri info`")
             }
-            Self::Busy(_) | Self::CompileBusy(_) | Self::CompileTimeout { .. } => {
+            Self::Busy(_)
+            | Self::CompileBusy(_)
+            | Self::SpecFetchBusy(_)
+            | Self::CompileTimeout { .. } => {
                 Some("retry after the number of seconds in Retry-After")
             }
             Self::RequestTooLarge { .. } => Some("send a smaller body"),
@@ -144,7 +152,10 @@ impl ProviderError {
     /// that are about load rather than the request.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Self::Busy(_) | Self::CompileBusy(_) | Self::CompileTimeout { .. } => Some(1),
+            Self::Busy(_)
+            | Self::CompileBusy(_)
+            | Self::SpecFetchBusy(_)
+            | Self::CompileTimeout { .. } => Some(1),
             Self::Payment {
                 error:
                     PaymentError::TooManySignatureChecks {
@@ -365,6 +376,7 @@ mod tests {
     fn compile_limits_answer_503_with_retry_after() {
         for e in [
             ProviderError::CompileBusy(3),
+            ProviderError::SpecFetchBusy(16),
             ProviderError::CompileTimeout { ms: 10 },
         ] {
             let r = e.into_response();

@@ -53,6 +53,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     if let Some(stats) = node.admission.signature_limit_stats() {
         crate::metrics::render_signature_limit(&mut text, stats);
     }
+    text.push_str(&crate::metrics::render_caches(&node.cache_usage()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -110,6 +111,8 @@ async fn well_known(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
             "default_memory_mb": c.default_memory_mb,
             "max_request_bytes": c.max_request_bytes,
             "max_response_bytes": c.max_response_bytes,
+            "max_spec_bytes": c.max_spec_bytes,
+            "max_artifact_bytes": c.max_artifact_bytes,
         },
         "capacity": {
             "max_instances": c.max_instances,

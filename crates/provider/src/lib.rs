@@ -20,8 +20,10 @@ pub use admission::{
 pub use config::NodeConfig;
 pub use error::ProviderError;
 pub use http::router;
+pub use khachapuri_runtime::CacheUsage;
+pub use khachapuri_store::BlockCacheUsage;
 pub use metrics::Metrics;
-pub use node::{Deployment, Node, RECEIPT_HEADER};
+pub use node::{Deployment, Node, NodeCacheUsage, RECEIPT_HEADER};
 pub use paid::{Paid, PaidTerms};
 pub use payments_config::{
     connect_payments, format_micro_usdc, parse_micro_usdc, PaidSetup, PaymentsConfig, PriceList,

@@ -170,6 +170,65 @@ pub(crate) fn render_signature_limit(out: &mut String, s: crate::admission::Sign
     }
 }
 
+/// Renders how full each bounded cache is (bytes, entries, cap, evictions), and what
+/// block collection did: an operator sees a cap that is too small as steady evictions.
+pub(crate) fn render_caches(u: &crate::NodeCacheUsage) -> String {
+    let mut out = String::with_capacity(1024);
+    let caches = [
+        ("deployments", u.deployments),
+        ("prepared", u.prepared),
+        ("compiled_disk", u.compiled_disk),
+    ];
+    let blocks = khachapuri_runtime::CacheUsage {
+        bytes: u.blocks.bytes,
+        entries: u.blocks.blocks,
+        cap: u.blocks.cap,
+        evictions: u.blocks.collected_blocks,
+    };
+    let series = [
+        (
+            "khachapuri_cache_bytes",
+            "Bytes held by each bounded cache.",
+            "gauge",
+        ),
+        (
+            "khachapuri_cache_entries",
+            "Entries held by each bounded cache.",
+            "gauge",
+        ),
+        (
+            "khachapuri_cache_cap_bytes",
+            "The byte cap of each cache.",
+            "gauge",
+        ),
+        (
+            "khachapuri_cache_evictions_total",
+            "Entries evicted (or blocks collected) since start.",
+            "counter",
+        ),
+    ];
+    for (i, (name, help, kind)) in series.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (cache, c) in caches.iter().copied().chain([("blocks", blocks)]) {
+            let v = [c.bytes, c.entries, c.cap, c.evictions][i];
+            let _ = writeln!(out, "{name}{{cache=\"{cache}\"}} {v}");
+        }
+    }
+    let name = "khachapuri_block_gc_runs_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Collections of the block cache.\n# TYPE {name} counter\n{name} {}",
+        u.blocks.gc_runs
+    );
+    let name = "khachapuri_block_gc_collected_bytes_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Bytes of cached blocks collected.\n# TYPE {name} counter\n{name} {}",
+        u.blocks.collected_bytes
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +247,27 @@ mod tests {
         assert!(text.contains("# TYPE khachapuri_calls_in_flight gauge"));
         assert!(
             text.contains("\nkhachapuri_runtime_compiles_total 3\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn renders_cache_usage() {
+        let mut u = crate::NodeCacheUsage::default();
+        u.prepared.bytes = 42;
+        u.blocks.cap = 7;
+        u.blocks.gc_runs = 2;
+        let text = render_caches(&u);
+        assert!(
+            text.contains("khachapuri_cache_bytes{cache=\"prepared\"} 42\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("khachapuri_cache_cap_bytes{cache=\"blocks\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nkhachapuri_block_gc_runs_total 2\n"),
             "{text}"
         );
     }

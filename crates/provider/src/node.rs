@@ -3,17 +3,18 @@
 //! → run → charge. A call that is not paid for never fetches an artifact or compiles;
 //! fetch + compile pass the [`CompileGate`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, Response};
 use bytes::Bytes;
-use khachapuri_runtime::{CallOptions, GuestKind, Limits, Prepared, Runtime, RuntimeConfig};
-use khachapuri_store::{Store, StoreConfig};
+use khachapuri_runtime::{
+    CacheUsage, CallOptions, GuestKind, Limits, OnceLru, Prepared, Runtime, RuntimeConfig,
+};
+use khachapuri_store::{Blockstore, Store, StoreConfig};
 use khachapuri_types::{Cid, Envelope, RedactedEnv, RuntimeKind, Spec};
-use tokio::sync::OnceCell;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::admission::{Admission, CallInfo, CallLimits};
@@ -79,6 +80,49 @@ impl std::fmt::Debug for Deployment {
     }
 }
 
+impl Deployment {
+    /// Estimated bytes this deployment keeps in memory: its weight in the deployments
+    /// cache. The spec's JSON length stands for the spec (strings dominate it), counted
+    /// as it streams out so no copy of its env values is ever made; plus the env copy
+    /// and the struct itself.
+    fn approx_bytes(&self) -> u64 {
+        let mut json = ByteCount(0);
+        let spec = match serde_json::to_writer(&mut json, &self.spec) {
+            Ok(()) => json.0,
+            Err(_) => 4096,
+        };
+        let env: usize = self.env.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
+        (spec + env + std::mem::size_of::<Self>() + 256) as u64
+    }
+}
+
+/// A writer that only counts what it is given.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How full the node's bounded caches are, each against its cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeCacheUsage {
+    /// Opened specs in memory (`max_cached_spec_bytes`, estimated bytes).
+    pub deployments: CacheUsage,
+    /// Linked compiled code in memory (`max_compiled_memory_bytes`).
+    pub prepared: CacheUsage,
+    /// Compiled code on disk (`max_compiled_disk_bytes`).
+    pub compiled_disk: CacheUsage,
+    /// Blocks fetched from gateways, on disk (`max_block_cache_bytes`); pinned blocks
+    /// are not counted.
+    pub blocks: khachapuri_store::BlockCacheUsage,
+}
+
 /// Shared state of a running provider node.
 pub struct Node {
     /// Validated configuration.
@@ -90,8 +134,12 @@ pub struct Node {
     pub(crate) runtime: Runtime,
     /// Payment slot.
     pub(crate) admission: Arc<dyn Admission>,
-    /// Callable CID → deployment, filled once per CID even under concurrent first calls.
-    deployments: Mutex<HashMap<String, Arc<OnceCell<Arc<Deployment>>>>>,
+    /// Callable CID → deployment, filled once per CID even under concurrent first calls;
+    /// LRU bounded in (estimated) bytes by `max_cached_spec_bytes`.
+    deployments: OnceLru<Arc<Deployment>>,
+    /// Envelope/spec fetches running before payment (`max_concurrent_spec_fetches`):
+    /// an unpaid caller can make the node fetch, but not without bound.
+    spec_fetches: Semaphore,
     /// Counters for `/metrics` (shared with compile tasks).
     pub(crate) metrics: Arc<Metrics>,
     /// Bounds artifact fetches and compiles.
@@ -119,6 +167,8 @@ impl Node {
             cache_dir: Some(config.data_dir.join("compiled")),
             max_instances: u32::try_from(config.max_instances).unwrap_or(u32::MAX),
             max_limits: caps,
+            max_memory_cache_bytes: config.max_compiled_memory_bytes,
+            max_disk_cache_bytes: config.max_compiled_disk_bytes,
             ..RuntimeConfig::default()
         })
         .map_err(|e| ProviderError::Config(e.to_string()))?;
@@ -130,15 +180,20 @@ impl Node {
             walk_timeout: Duration::from_millis(config.walk_timeout_ms),
             ..khachapuri_store::Limits::default()
         };
-        let store = Store::open(
-            config.data_dir.join("blocks"),
+        let open_error = |e| ProviderError::Config(format!("cannot open the block store: {e}"));
+        // Everything this node fetches is a cache, bounded by `max_block_cache_bytes`.
+        let blocks = Blockstore::open(config.data_dir.join("blocks"))
+            .and_then(|b| b.with_cache_cap(config.max_block_cache_bytes))
+            .map_err(open_error)?;
+        let store = Store::new(
+            blocks,
             StoreConfig {
                 gateways: config.gateways.clone(),
                 kubo_rpc: None,
                 limits,
             },
         )
-        .map_err(|e| ProviderError::Config(format!("cannot open the block store: {e}")))?;
+        .map_err(open_error)?;
         let seal_key = match &config.x25519_key_file {
             Some(path) => Some(zeroize::Zeroizing::new(
                 khachapuri_seal::load_key_file(path)
@@ -158,11 +213,12 @@ impl Node {
             write_grace: Duration::from_millis(config.stream_write_timeout_ms),
         };
         Ok(Self {
+            deployments: OnceLru::new(config.max_cached_spec_bytes),
+            spec_fetches: Semaphore::new(config.max_concurrent_spec_fetches),
             config,
             store,
             runtime,
             admission: Arc::from(admission),
-            deployments: Mutex::new(HashMap::new()),
             metrics: Arc::default(),
             compiles,
             caps,
@@ -254,51 +310,47 @@ impl Node {
     /// Resolves a callable CID to its deployment spec (cached in memory); fetches only
     /// the envelope, under `max_spec_bytes`.
     pub async fn deployment(&self, cid: &str) -> Result<Arc<Deployment>, ProviderError> {
-        let cell = {
-            let mut map = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(cell) = map.get(cid) {
-                if let Some(d) = cell.get() {
-                    Metrics::inc(&self.metrics.spec_cache_hits);
-                    return Ok(d.clone());
-                }
-                cell.clone()
-            } else {
-                // Past the bound the cache starts over: specs are small and re-read from
-                // the local block cache, so a crude bound is enough.
-                if map.len() >= self.config.max_cached_specs {
-                    map.clear();
-                }
-                let cell = Arc::new(OnceCell::new());
-                map.insert(cid.to_string(), cell.clone());
-                cell
-            }
-        };
-        Metrics::inc(&self.metrics.spec_cache_misses);
-        let result = cell.get_or_try_init(|| self.load(cid)).await.cloned();
-        if result.is_err() {
-            let mut map = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(cid).is_some_and(|c| c.get().is_none()) {
-                map.remove(cid);
-            }
+        if let Some(d) = self.deployments.get(cid) {
+            Metrics::inc(&self.metrics.spec_cache_hits);
+            return Ok(d);
         }
-        result
+        Metrics::inc(&self.metrics.spec_cache_misses);
+        self.deployments
+            .get_or_try_init(cid, |d| d.approx_bytes(), || self.load(cid))
+            .await
+    }
+
+    /// How full each of the node's bounded caches is: for `/metrics`, and for tests that
+    /// check no cache outgrows its cap however many deployments are called.
+    pub fn cache_usage(&self) -> NodeCacheUsage {
+        NodeCacheUsage {
+            deployments: self.deployments.usage(),
+            prepared: self.runtime.memory_cache_usage(),
+            compiled_disk: self.runtime.disk_cache_usage(),
+            blocks: self.store.local().usage(),
+        }
+    }
+
+    /// A permit to fetch an envelope before payment; none left answers 503 at once
+    /// rather than queueing unpaid work.
+    fn spec_fetch_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ProviderError> {
+        self.spec_fetches
+            .try_acquire()
+            .map_err(|_| ProviderError::SpecFetchBusy(self.config.max_concurrent_spec_fetches))
     }
 
     /// The spec behind a callable CID: the cached deployment's, else the envelope opened
     /// (and its signature checked) without fetching or compiling the artifact, so naming a
     /// deployment (a top-up) costs no more than an unpaid call.
     pub async fn spec_of(&self, cid_text: &str) -> Result<Arc<Spec>, ProviderError> {
-        let cached = {
-            let map = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(cid_text).and_then(|c| c.get().cloned())
-        };
-        if let Some(d) = cached {
+        if let Some(d) = self.deployments.peek(cid_text) {
             return Ok(Arc::new(d.spec.clone()));
         }
         let cid: Cid = cid_text
             .parse()
             .map_err(|_| ProviderError::BadCid(cid_text.to_string()))?;
-        let envelope_bytes = self.fetch(&cid, 1024 * 1024).await?;
+        let _permit = self.spec_fetch_permit()?;
+        let envelope_bytes = self.fetch(&cid, self.config.max_spec_bytes).await?;
         let envelope = Envelope::from_slice(&envelope_bytes).map_err(|e| {
             ProviderError::Spec(format!("{cid} is not a deployment this node can run: {e}"))
         })?;
@@ -309,7 +361,9 @@ impl Node {
         let cid: Cid = cid_text
             .parse()
             .map_err(|_| ProviderError::BadCid(cid_text.to_string()))?;
+        let permit = self.spec_fetch_permit()?;
         let envelope_bytes = self.fetch(&cid, self.config.max_spec_bytes).await?;
+        drop(permit);
         let envelope = Envelope::from_slice(&envelope_bytes).map_err(|e| {
             ProviderError::Spec(format!("{cid} is not a deployment this node can run: {e}"))
         })?;

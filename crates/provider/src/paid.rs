@@ -7,7 +7,6 @@
 //! channel, the budget is what the owner signed for this deployment (`sponsor_budget` in
 //! the spec) plus top-ups that name it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use khachapuri_payments::{
     BudgetKey, ClientKey, Gate, Grant, Ledger, PaymentError, Pricing, SignatureLimits,
     SponsorBudgets, PAYMENT_HEADER, SIGN_RECEIPT_HEADER,
 };
+use khachapuri_runtime::ByteLru;
 use khachapuri_types::{PayerPolicy, Spec};
 use serde_json::json;
 
@@ -43,8 +43,10 @@ pub struct Paid {
     gate: Arc<Gate>,
     terms: PaidTerms,
     /// Latest epoch a sponsor topped up, so a sponsored spec whose voucher is from an older
-    /// epoch is paid from the sponsor's newer channel.
-    sponsor_epochs: Mutex<HashMap<Address, u64>>,
+    /// epoch is paid from the sponsor's newer channel. Bounded (each entry weighs 1, so
+    /// the cap counts sponsors, `max_cached_channels`): a forgotten sponsor's epoch is
+    /// read from the ledger again on its next call.
+    sponsor_epochs: Mutex<ByteLru<Address, u64>>,
     /// Per-deployment budgets of sponsored specs.
     budgets: Arc<SponsorBudgets>,
     /// Top-ups one at a time, so "the increase over the previous best" is computed against
@@ -152,10 +154,23 @@ impl Paid {
         Self {
             gate: Arc::new(gate),
             terms,
-            sponsor_epochs: Mutex::new(HashMap::new()),
+            sponsor_epochs: Mutex::new(ByteLru::new(
+                khachapuri_payments::DEFAULT_MAX_CACHED_CHANNELS as u64,
+            )),
             budgets,
             top_ups: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Bounds the per-payer state kept in memory (channel cache and sponsor epochs) to
+    /// `max` payers each, least recently used out first.
+    pub fn with_max_cached_channels(self, max: usize) -> Self {
+        self.gate.cache().set_max_entries(max);
+        *self
+            .sponsor_epochs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = ByteLru::new(max as u64);
+        self
     }
 
     /// The sponsored deployments' budgets.
@@ -234,9 +249,13 @@ impl Paid {
                     .sponsor_epochs
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                let e = epochs.entry(payer).or_insert(0);
-                *e = (*e).max(latest.unwrap_or(0));
-                *e
+                let e = epochs
+                    .get(&payer)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(latest.unwrap_or(0));
+                epochs.insert(payer, e, 1);
+                e
             }
         };
         let epoch = topped.max(voucher.voucher.epoch);
@@ -476,8 +495,8 @@ impl Paid {
                 .sponsor_epochs
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let e = epochs.entry(payer).or_insert(epoch);
-            *e = (*e).max(epoch);
+            let e = epochs.get(&payer).copied().unwrap_or(epoch).max(epoch);
+            epochs.insert(payer, e, 1);
         }
         let credited = match terms {
             None => None,

@@ -108,6 +108,10 @@ pub struct PaymentsConfig {
     pub settle_check_secs: u64,
     /// How long channel state read from the chain is trusted (seconds); events refresh it.
     pub channel_cache_ttl_secs: u64,
+    /// Payers whose channel state (and sponsors whose latest epoch) is kept in memory,
+    /// least recently used out first: every fresh key a stranger signs with is a new
+    /// payer, so the cache must not grow with them. A forgotten payer is read again.
+    pub max_cached_channels: usize,
     /// How often escrow events are polled (milliseconds).
     pub event_poll_ms: u64,
     /// Most blocks one `eth_getLogs` asks for: a node back from downtime catches up in
@@ -145,6 +149,7 @@ impl Default for PaymentsConfig {
             settle_interval_secs: 3600,
             settle_check_secs: 10,
             channel_cache_ttl_secs: 30,
+            max_cached_channels: khachapuri_payments::DEFAULT_MAX_CACHED_CHANNELS,
             event_poll_ms: 2000,
             event_max_range: khachapuri_chain::DEFAULT_MAX_RANGE,
             event_confirmations: None,
@@ -169,6 +174,9 @@ impl PaymentsConfig {
         }
         if self.operator_keystore.is_some() == self.operator_key_file.is_some() {
             return bad("set exactly one of operator_keystore and operator_key_file".into());
+        }
+        if self.max_cached_channels == 0 {
+            return bad("max_cached_channels must be at least 1".into());
         }
         if self.settle_interval_secs == 0 || self.settle_check_secs == 0 {
             return bad("settle_interval_secs and settle_check_secs must be at least 1".into());
@@ -339,7 +347,8 @@ pub async fn connect_payments(
         pricing,
         Duration::from_secs(p.channel_cache_ttl_secs),
         p.signature_limits(),
-    );
+    )
+    .with_max_cached_channels(p.max_cached_channels);
     let settler = Settler::new(ledger.clone(), escrow.clone());
     let settlement = Settlement::new(
         settler,

@@ -89,6 +89,13 @@ pub struct RuntimeConfig {
     pub memory_keep_resident: usize,
     /// Granularity of deadlines: how often the epoch ticker advances.
     pub epoch_tick: Duration,
+    /// Bytes of compiled code kept linked in memory (least recently used out first):
+    /// every distinct artifact a caller names costs its image here, so without a bound
+    /// strangers could grow the node's memory one deployment at a time.
+    pub max_memory_cache_bytes: u64,
+    /// Bytes of `*.cwasm` files kept in the disk cache (least recently used deleted
+    /// first), so the compiled code of many artifacts cannot fill the disk.
+    pub max_disk_cache_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -99,6 +106,8 @@ impl Default for RuntimeConfig {
             max_limits: Limits::default(),
             memory_keep_resident: 2 << 20,
             epoch_tick: Duration::from_millis(10),
+            max_memory_cache_bytes: 512 << 20,
+            max_disk_cache_bytes: 4 << 30,
         }
     }
 }

@@ -1,12 +1,11 @@
 //! The runtime: engine, caches, admission control, and the call entry point.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker as ComponentLinker};
 use wasmtime::{Engine, InstancePre, Linker, Module};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -14,6 +13,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::body::{GuestBody, RequestBody, RequestFlags};
 use crate::cache::{Code, DiskCache};
 use crate::engine::{build_engine, fingerprint, EpochTicker};
+use crate::lru::{CacheUsage, OnceLru};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::state::{HttpState, WagiState};
 use crate::{http_guest, wagi, CallOptions, GuestKind, RuntimeConfig, RuntimeError};
@@ -30,7 +30,9 @@ struct Inner {
     http_linker: ComponentLinker<HttpState>,
     wagi_linker: Linker<WagiState>,
     disk: Option<DiskCache>,
-    prepared: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
+    /// Linked code by artifact CID, bounded in bytes of compiled code
+    /// ([`RuntimeConfig::max_memory_cache_bytes`]).
+    prepared: OnceLru<Prepared>,
     slots: Arc<Semaphore>,
     config: RuntimeConfig,
     metrics: Metrics,
@@ -48,6 +50,8 @@ struct PreparedInner {
     cid: String,
     kind: GuestKind,
     origin: Origin,
+    /// Size of the compiled code image in memory: what this entry costs the cache.
+    code_bytes: u64,
     pre: Pre,
 }
 
@@ -77,6 +81,10 @@ impl Prepared {
     /// Whether the code was compiled or loaded from the disk cache.
     pub fn origin(&self) -> Origin {
         self.inner.origin
+    }
+    /// Bytes of compiled code behind this function: its weight in the memory cache.
+    pub fn code_bytes(&self) -> u64 {
+        self.inner.code_bytes
     }
 }
 
@@ -109,13 +117,17 @@ impl Runtime {
         wasmtime_wasi::p1::add_to_linker_async(&mut wagi_linker, |s: &mut WagiState| &mut s.wasi)
             .map_err(link)?;
 
-        let disk =
-            match &config.cache_dir {
-                Some(dir) => Some(DiskCache::new(dir.clone(), fingerprint(&engine)).map_err(
-                    |e| RuntimeError::Internal(format!("cache dir {}: {e}", dir.display())),
-                )?),
-                None => None,
-            };
+        let disk = match &config.cache_dir {
+            Some(dir) => Some(
+                DiskCache::new(
+                    dir.clone(),
+                    fingerprint(&engine),
+                    config.max_disk_cache_bytes,
+                )
+                .map_err(|e| RuntimeError::Internal(format!("cache dir {}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -123,7 +135,7 @@ impl Runtime {
                 http_linker,
                 wagi_linker,
                 disk,
-                prepared: Mutex::new(HashMap::new()),
+                prepared: OnceLru::new(config.max_memory_cache_bytes),
                 slots: Arc::new(Semaphore::new(config.max_instances.max(1) as usize)),
                 config,
                 metrics: Metrics::default(),
@@ -147,9 +159,23 @@ impl Runtime {
         self.inner.slots.available_permits()
     }
 
+    /// How full the in-memory cache of prepared code is (bytes of compiled code).
+    pub fn memory_cache_usage(&self) -> CacheUsage {
+        self.inner.prepared.usage()
+    }
+
+    /// How full the on-disk compiled-code cache is (file bytes); zero without one.
+    pub fn disk_cache_usage(&self) -> CacheUsage {
+        self.inner
+            .disk
+            .as_ref()
+            .map(DiskCache::usage)
+            .unwrap_or_default()
+    }
+
     /// The prepared function for `cid` if it is in memory: the hot path, no I/O.
     pub fn get(&self, cid: &str) -> Option<Prepared> {
-        let found = self.lock_prepared().get(cid).and_then(|c| c.get().cloned());
+        let found = self.inner.prepared.get(cid);
         if found.is_some() {
             self.inner.metrics.memory_hit();
         }
@@ -170,11 +196,12 @@ impl Runtime {
         if self.inner.disk.is_none() {
             return Ok(None);
         }
-        let cell = self.cell(cid);
         let this = self.clone();
         let owned = cid.to_owned();
-        let loaded = cell
-            .get_or_try_init(|| async move {
+        let loaded = self
+            .inner
+            .prepared
+            .get_or_try_init(cid, Prepared::code_bytes, || async move {
                 let p = this
                     .blocking(move |rt| rt.load_from_disk(&owned, kind))
                     .await??;
@@ -182,11 +209,8 @@ impl Runtime {
             })
             .await;
         match loaded {
-            Ok(p) => check_kind(p.clone(), kind).map(Some),
-            Err(Miss) => {
-                self.forget_empty(cid);
-                Ok(None)
-            }
+            Ok(p) => check_kind(p, kind).map(Some),
+            Err(Miss) => Ok(None),
         }
     }
 
@@ -203,28 +227,25 @@ impl Runtime {
         if let Some(p) = self.get(cid) {
             return check_kind(p, kind);
         }
-        let cell = self.cell(cid);
         let this = self.clone();
         let owned = cid.to_owned();
-        let result = cell
-            .get_or_try_init(|| async move {
+        let result = self
+            .inner
+            .prepared
+            .get_or_try_init(cid, Prepared::code_bytes, || async move {
                 this.blocking(move |rt| match rt.load_from_disk(&owned, kind)? {
                     Some(p) => Ok(p),
                     None => rt.compile(&owned, kind, &wasm),
                 })
                 .await?
             })
-            .await
-            .cloned();
-        if result.is_err() {
-            self.forget_empty(cid);
-        }
+            .await;
         check_kind(result?, kind)
     }
 
     /// Drops `cid` from the in-memory cache (the disk cache is kept).
     pub fn evict(&self, cid: &str) {
-        self.lock_prepared().remove(cid);
+        self.inner.prepared.remove(cid);
     }
 
     /// Runs one request through a prepared function and returns its buffered response:
@@ -365,29 +386,6 @@ impl Runtime {
         }
     }
 
-    fn lock_prepared(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Prepared>>>> {
-        // A poisoned lock only means another thread panicked mid-insert; the map is
-        // still a valid cache.
-        self.inner
-            .prepared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn cell(&self, cid: &str) -> Arc<OnceCell<Prepared>> {
-        self.lock_prepared()
-            .entry(cid.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    fn forget_empty(&self, cid: &str) {
-        let mut map = self.lock_prepared();
-        if map.get(cid).is_some_and(|c| c.get().is_none()) {
-            map.remove(cid);
-        }
-    }
-
     async fn blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Runtime) -> R + Send + 'static,
@@ -467,6 +465,7 @@ impl Runtime {
             kind,
             reason: format!("{e:#}"),
         };
+        let code_bytes = code.image_bytes();
         let pre = match (kind, code) {
             (GuestKind::WasiHttp, Code::Component(c)) => {
                 let pre = self
@@ -489,6 +488,7 @@ impl Runtime {
                 cid: cid.to_owned(),
                 kind,
                 origin,
+                code_bytes,
                 pre,
             }),
         })

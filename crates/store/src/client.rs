@@ -295,7 +295,7 @@ pub async fn verify_car_into(
             }
         }
         walker.visit(cid, &block)?;
-        store.put_async(cid, block).await?;
+        store.put_cached_async(cid, block).await?;
     }
     match walker.next_cid()? {
         None => Ok(()),

@@ -11,6 +11,7 @@ mod client;
 pub mod dagpb;
 mod error;
 mod exporter;
+mod gc;
 mod importer;
 mod kubo;
 mod rpc;
@@ -21,6 +22,7 @@ pub use blockstore::{Blockstore, MAX_BLOCK_SIZE};
 pub use client::{verify_car_into, GatewayClient, Limits};
 pub use error::{Result, StoreError};
 pub use exporter::{export, export_with, links_of, BlockSource, DagWalker};
+pub use gc::BlockCacheUsage;
 pub use importer::{
     import_async, import_bytes, import_reader, Block, FileBuilder, Imported, CHUNK_SIZE, MAX_LINKS,
 };

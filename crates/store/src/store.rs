@@ -64,7 +64,8 @@ impl Store {
         &self.local
     }
 
-    /// Imports a file from disk into the local store (blocking work off the runtime).
+    /// Imports a file from disk into the local store and pins it (blocking work off the
+    /// runtime).
     pub async fn add_file(&self, path: &Path) -> Result<Imported> {
         self.add_file_with_progress(path, |_| {}).await
     }
@@ -79,21 +80,29 @@ impl Store {
         let file = std::fs::File::open(path)?;
         let local = self.local.clone();
         blocking(move || {
-            import_reader(file, |b| {
+            let imported = import_reader(file, |b| {
                 local.put_trusted(&b.cid, &b.data)?;
                 if b.cid.codec() == khachapuri_types::RAW {
                     progress(b.data.len() as u64);
                 }
                 Ok(())
-            })
+            })?;
+            // Published here: kept whatever the block cache's cap.
+            local.pin(&imported.cid)?;
+            Ok(imported)
         })
         .await
     }
 
-    /// Imports bytes into the local store.
+    /// Imports bytes into the local store, pinned like [`Store::add_file`].
     pub async fn add_bytes(&self, data: Bytes) -> Result<Imported> {
         let local = self.local.clone();
-        blocking(move || import_reader(&data[..], |b| local.put_trusted(&b.cid, &b.data))).await
+        blocking(move || {
+            let imported = import_reader(&data[..], |b| local.put_trusted(&b.cid, &b.data))?;
+            local.pin(&imported.cid)?;
+            Ok(imported)
+        })
+        .await
     }
 
     /// The caps and timeouts this store applies to remote content and walks.
@@ -207,7 +216,7 @@ impl Store {
     }
 
     async fn cache(&self, cid: Cid, block: Bytes) -> Result<Bytes> {
-        self.local.put_async(cid, block.clone()).await?;
+        self.local.put_cached_async(cid, block.clone()).await?;
         Ok(block)
     }
 }
