@@ -90,6 +90,9 @@ pub struct Paid {
     pub receipt: Option<Result<Receipt>>,
     /// What happened on the way, in order.
     pub events: Vec<PayEvent>,
+    /// The id the receipt is signed for: a streamed answer carries its receipt in the
+    /// trailers, taken with [`PayingClient::take_trailer_receipt`] once the body is read.
+    pub request_id: String,
 }
 
 /// The paying client. See the module docs.
@@ -230,6 +233,7 @@ impl PayingClient {
             response: resp,
             receipt,
             events,
+            request_id,
         })
     }
 
@@ -244,9 +248,11 @@ impl PayingClient {
             r = r.header(k, v);
         }
         if let Some(p) = payment {
+            // `TE: trailers`: a streamed answer's receipt comes after its body.
             r = r
                 .header(PAYMENT_HEADER, p)
-                .header(SIGN_RECEIPT_HEADER, request_id);
+                .header(SIGN_RECEIPT_HEADER, request_id)
+                .header(reqwest::header::TE, "trailers");
         }
         if let Some(body) = &req.body {
             r = r.body(body.clone());
@@ -301,6 +307,13 @@ impl PayingClient {
         }
         self.provider = Some(quote.provider);
         Ok(paid.header)
+    }
+
+    /// Checks and stores the receipt a streamed answer carried in its trailers (the
+    /// `Khachapuri-Receipt` trailer's value), exactly as a receipt header is taken.
+    pub async fn take_trailer_receipt(&mut self, value: &str, request_id: &str) -> Result<Receipt> {
+        let mut events = Vec::new();
+        self.take_receipt(value, request_id, &mut events).await
     }
 
     /// Checks and stores a receipt; signs the next voucher ahead when it is time.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use http_body_util::BodyExt;
 
 use crate::cmd::pay::CallPayment;
 use crate::home::{Home, Profile, ProviderEntry};
@@ -115,9 +116,23 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
         head.push_str("\r\n");
         printer.bytes(head.as_bytes())?;
     }
-    let mut resp = resp;
-    while let Some(chunk) = resp.chunk().await.context("the response was cut off")? {
-        printer.bytes(&chunk)?;
+    // Frames, not chunks: a streamed answer's receipt arrives in the trailers.
+    let mut receipt = receipt;
+    let mut body = http::Response::<reqwest::Body>::from(resp).into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the response was cut off")?;
+        match frame.into_data() {
+            Ok(chunk) => printer.bytes(&chunk)?,
+            Err(frame) => {
+                let value = frame
+                    .trailers_ref()
+                    .and_then(|t| t.get(khachapuri_payments::RECEIPT_HEADER))
+                    .and_then(|v| v.to_str().ok());
+                if let Some(value) = value {
+                    receipt = payment.trailer_receipt(value).await;
+                }
+            }
+        }
     }
     match receipt {
         Some(Ok(summary)) if args.include => printer.status(summary),

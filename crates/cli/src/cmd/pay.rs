@@ -61,6 +61,8 @@ pub struct CallPayment<'a> {
     http: reqwest::Client,
     /// How the user names the provider (for hints): profile name or address.
     label: Option<String>,
+    /// The last paid call's receipt id, for a receipt that arrives in the trailers.
+    request_id: Option<String>,
 }
 
 /// The client's wallet handle, sharing [`CliWallet`] with the CLI.
@@ -158,6 +160,7 @@ impl<'a> CallPayment<'a> {
             wallet,
             http,
             label,
+            request_id: None,
         })
     }
 
@@ -176,6 +179,7 @@ impl<'a> CallPayment<'a> {
             response,
             receipt,
             events,
+            request_id,
         } = match result {
             Ok(p) => p,
             Err(e) => return Err(self.explain(e, provider).await),
@@ -200,12 +204,23 @@ impl<'a> CallPayment<'a> {
                     .status("signed the next voucher ahead (the prepaid part ran low)"),
             }
         }
+        self.request_id = Some(request_id);
         let receipt = match receipt {
             None => None,
             Some(Ok(r)) => Some(Ok(summary(&r))),
             Some(Err(e)) => Some(Err(self.explain_receipt(e))),
         };
         Ok((response, receipt))
+    }
+
+    /// Takes the receipt of a streamed answer from its trailers (value of the
+    /// `Khachapuri-Receipt` trailer), checked and kept like a header receipt.
+    pub async fn trailer_receipt(&mut self, value: &str) -> Option<anyhow::Result<String>> {
+        let (client, id) = (self.client.as_mut()?, self.request_id.clone()?);
+        Some(match client.take_trailer_receipt(value, &id).await {
+            Ok(r) => Ok(summary(&r)),
+            Err(e) => Err(self.explain_receipt(e)),
+        })
     }
 
     async fn send_unpaid(
