@@ -122,6 +122,9 @@ async fn kill_9_under_load_loses_no_accepted_voucher_and_claims_nothing_beyond()
             settle_threshold: "1000".into(),
             settle_interval_secs: 86_400,
             operator_key_file: Some(key_file),
+            // One client signing a new voucher per call, on purpose: the per-client limit
+            // on signature checks would refuse most of this load.
+            signature_checks_per_client_per_sec: 0,
             ..PaymentsConfig::default()
         }),
         ..NodeConfig::default()

@@ -34,6 +34,9 @@ pub async fn build(dir: &Path, manifest: &Manifest, printer: &Printer) -> anyhow
             .arg("-c")
             .arg(cmd)
             .current_dir(dir)
+            // The manifest names the artifact under the project's own `target/`: a
+            // CARGO_TARGET_DIR from the caller's shell would build it elsewhere.
+            .env_remove("CARGO_TARGET_DIR")
             // stdout is reserved for data: the build's chatter goes to stderr.
             .stdout(std::io::stderr())
             .stdin(Stdio::null())

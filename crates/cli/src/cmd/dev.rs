@@ -46,6 +46,12 @@ pub struct DevArgs {
     /// Print the endpoints as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// New vouchers (signature checks) per second one client may send the dev provider;
+    /// 0 (the default) means unlimited: dev runs on your own machine, where a benchmark
+    /// or a test signing a voucher per call is the only client. Set it (20 is
+    /// `provider run`'s default) to see what strangers meet.
+    #[arg(long, default_value_t = 0)]
+    pub signature_limit: u32,
 }
 
 /// Runs the local network until Ctrl-C or SIGTERM.
@@ -129,6 +135,7 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
             deployment: &deployment,
             rpc_url: &rpc_url,
             fund,
+            signature_limit: args.signature_limit,
         })
         .await?;
         printer.status(format!(

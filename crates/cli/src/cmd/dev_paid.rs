@@ -23,6 +23,8 @@ pub struct DevPaid<'a> {
     pub rpc_url: &'a str,
     /// Base units the wallet funds the channel with.
     pub fund: U256,
+    /// `signature_checks_per_client_per_sec` of the dev provider (0: unlimited).
+    pub signature_limit: u32,
 }
 
 /// The started pieces.
@@ -75,6 +77,7 @@ pub async fn setup(d: DevPaid<'_>) -> anyhow::Result<DevPaidSetup> {
         settle_interval_secs: 600,
         event_poll_ms: 1000,
         operator_key_file: Some(key_file),
+        signature_checks_per_client_per_sec: d.signature_limit,
         ..PaymentsConfig::default()
     });
 
