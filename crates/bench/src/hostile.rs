@@ -254,7 +254,7 @@ async fn deep_bomb(kubo: &KuboClient, depth: u32) -> anyhow::Result<Cid> {
 /// Answers per kind and outcome, plus latency per kind.
 #[derive(Default)]
 struct Tally {
-    by_kind: Mutex<BTreeMap<&'static str, KindTally>>,
+    by_kind: Mutex<BTreeMap<String, KindTally>>,
 }
 
 #[derive(Default)]
@@ -266,9 +266,9 @@ struct KindTally {
 }
 
 impl Tally {
-    fn add(&self, kind: &'static str, outcome: impl Into<String>, took: Option<Duration>) {
+    fn add(&self, kind: &str, outcome: impl Into<String>, took: Option<Duration>) {
         let mut map = self.by_kind.lock().unwrap_or_else(|p| p.into_inner());
-        let k = map.entry(kind).or_default();
+        let k = map.entry(kind.to_string()).or_default();
         *k.outcomes.entry(outcome.into()).or_default() += 1;
         if let Some(t) = took {
             let ms = t.as_secs_f64() * 1000.0;
@@ -357,7 +357,7 @@ where
 }
 
 /// A GET (or POST with `body`), its outcome recorded under `kind`.
-async fn request(ctx: &Ctx, kind: &'static str, req: reqwest::RequestBuilder, expect_body: bool) {
+async fn request(ctx: &Ctx, kind: &str, req: reqwest::RequestBuilder, expect_body: bool) {
     let t = Instant::now();
     let r = req.send().await;
     let mut label = outcome(&r);
@@ -439,15 +439,20 @@ async fn attack(args: RunArgs) -> anyhow::Result<serde_json::Value> {
                 let plan = plan.clone();
                 async move {
                     let bombs = plan.bombs.len().max(1) as u64;
-                    let cid = plan.bombs.get((n % bombs) as usize).map(|b| b.1.clone());
-                    let cid = cid.unwrap_or_default();
-                    let path = match (n / bombs) % 3 {
-                        0 => format!("/{cid}/"),
-                        1 => format!("/ipfs/{cid}?format=car"),
-                        _ => format!("/ipfs/{cid}"),
+                    let Some((what, cid)) = plan.bombs.get((n % bombs) as usize) else {
+                        return;
+                    };
+                    let short = what.split(':').next().unwrap_or_default();
+                    let (path, shown) = match (n / bombs) % 3 {
+                        0 => (format!("/{cid}/"), "GET /{cid}/"),
+                        1 => (
+                            format!("/ipfs/{cid}?format=car"),
+                            "GET /ipfs/{cid}?format=car",
+                        ),
+                        _ => (format!("/ipfs/{cid}"), "GET /ipfs/{cid}"),
                     };
                     let req = ctx.http.get(format!("{}{path}", ctx.url));
-                    request(&ctx, "walk bomb", req, true).await;
+                    request(&ctx, &format!("walk bomb ({short}) {shown}"), req, true).await;
                 }
             },
         )
@@ -524,7 +529,7 @@ async fn attack(args: RunArgs) -> anyhow::Result<serde_json::Value> {
         "oversize body",
         args.oversize_rate,
         m,
-        |ctx, n| raw::oversize(ctx, n),
+        raw::oversize,
     );
     let slowloris = raw::slowloris(ctx.clone(), args.slowloris_conns, args.trickle_secs);
     let slow_body = raw::slow_body(ctx.clone(), args.slow_body_conns, args.trickle_secs);
