@@ -6,11 +6,14 @@
 //! - `header`: a prepaid `Khachapuri-Payment` value, for wrk.
 //! - `fresh`: HTTP load where every call carries a freshly signed voucher (the provider
 //!   verifies a signature and fsyncs the ledger per call).
+//! - `hostile prepare|run`: walk bombs, slowloris, oversize bodies, random-key vouchers,
+//!   unpaid fresh deployments and upload attempts against a provider (the soak benchmark).
 //!
 //! Results go to stdout as one JSON object per run (the scripts under `bench/` format them).
 
 mod fresh;
 mod gas;
+mod hostile;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +33,8 @@ enum Command {
     Header(fresh::HeaderArgs),
     /// Calls/s when every call carries a freshly signed voucher.
     Fresh(fresh::FreshArgs),
+    /// Hostile traffic: `prepare` publishes the material, `run` attacks a provider.
+    Hostile(hostile::HostileArgs),
 }
 
 #[tokio::main]
@@ -38,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Gas(a) => gas::run(a).await?,
         Command::Header(a) => fresh::header(a)?,
         Command::Fresh(a) => fresh::run(a).await?,
+        Command::Hostile(a) => hostile::run(a).await?,
     };
     #[allow(clippy::print_stdout)]
     {
