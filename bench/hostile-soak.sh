@@ -13,6 +13,8 @@
 #   bench/hostile-soak.sh                     # 2 x 5 minutes; bench/results/hostile-soak.md
 #   SOAK_SECONDS=20 bench/hostile-soak.sh     # a quick check
 #   CONNS=16 THREADS=2 WALK_RATE=20 SLOWLORIS_CONNS=200 ... bench/hostile-soak.sh
+# The dev provider runs with `provider run`'s per-client limit on signature checks
+# (SIGNATURE_LIMIT=20 a second; `dev` alone would leave it off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup
@@ -52,6 +54,7 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 export KHACHAPURI_HOME="$(mktemp -d)"
 work="$KHACHAPURI_HOME"
 "$kh" -q dev --json --store-listen 127.0.0.1:0 --provider-listen 127.0.0.1:0 --chain-port 0 \
+  --signature-limit "${SIGNATURE_LIMIT:-20}" \
   >"$work/dev.out" 2>"$work/dev.log" &
 dpid=$!; pids+=("$dpid")
 for _ in $(seq 1 600); do [ -s "$work/dev.out" ] && break; sleep 0.1; done
