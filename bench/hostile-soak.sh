@@ -73,9 +73,11 @@ deployed=$("$kh" -q deploy "$wasm" --public --json)
 cid=$(echo "$deployed" | json '["cid"]')
 artifact=$(echo "$deployed" | json '["artifact_cid"]')
 export KHACHAPURI_BENCH_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80
-"$kh" -q escrow deposit 500 >/dev/null
-"$kh" -q escrow fund dev 500 >/dev/null
-prepaid=$("$kb" header --chain-id "$chain_id" --escrow "$escrow" --provider "$operator" --amount 400 | json '["header"]')
+"$kh" -q escrow deposit 9000 >/dev/null
+# Enough credit for both phases at full speed (~0.0001 USDC a call: 400 USDC ran out
+# after ~4M calls, turning the second phase into 402s).
+"$kh" -q escrow fund dev 9000 >/dev/null
+prepaid=$("$kb" header --chain-id "$chain_id" --escrow "$escrow" --provider "$operator" --amount 9000 | json '["header"]')
 curl -fsS -o /dev/null -H "Khachapuri-Payment: $prepaid" "$purl/$cid/"
 
 echo "==> publishing the attack material ($specs fresh specs, walk bombs) to the dev store" >&2
