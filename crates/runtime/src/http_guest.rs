@@ -127,14 +127,8 @@ where
     let resp = tokio::select! {
         biased;
         head = rx => head,
-        outcome = &mut guest.0 => {
-            // The guest ended before (or without) answering: its fault is the answer;
-            // a clean return may still have set the response just before.
-            let outcome = outcome
-                .map_err(|e| RuntimeError::Internal(format!("guest task failed: {e}")))?;
-            outcome?;
-            return Err(RuntimeError::BadResponse("guest never set a response".into()));
-        }
+        // The guest ended before (or without) answering: its fault is the answer.
+        outcome = &mut guest.0 => return Err(unanswered(outcome)),
     };
     match resp {
         Ok(Ok(resp)) => {
@@ -144,17 +138,18 @@ where
         Ok(Err(code)) => Err(RuntimeError::BadResponse(format!(
             "guest answered with error {code:?}"
         ))),
-        Err(_) => {
-            // The outparam was dropped unset: the guest probably trapped; its fault is
-            // the better answer.
-            let outcome = (&mut guest.0)
-                .await
-                .map_err(|e| RuntimeError::Internal(format!("guest task failed: {e}")))?;
-            outcome?;
-            Err(RuntimeError::BadResponse(
-                "guest never set a response".into(),
-            ))
-        }
+        // The outparam was dropped unset: the guest probably trapped.
+        Err(_) => Err(unanswered((&mut guest.0).await)),
+    }
+}
+
+/// The answer for a guest that ended without setting a response: its fault if it had
+/// one, else the broken contract.
+fn unanswered(outcome: Result<Result<(), RuntimeError>, tokio::task::JoinError>) -> RuntimeError {
+    match outcome {
+        Err(e) => RuntimeError::Internal(format!("guest task failed: {e}")),
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => RuntimeError::BadResponse("guest never set a response".into()),
     }
 }
 
