@@ -5,7 +5,6 @@ pub mod call;
 pub mod chainctx;
 pub mod deploy;
 pub mod dev;
-pub mod dev_paid;
 pub mod escrow;
 pub mod info;
 pub mod init;

@@ -208,7 +208,7 @@ mod tests {
         let mut profile = crate::home::Profile::default();
         profile.extra.insert(
             "dev_key".into(),
-            toml::Value::String(khachapuri_chain::DEV_KEYS[1].to_string()),
+            toml::Value::String(khachapuri_devnet::DEV_KEYS[1].to_string()),
         );
         home.save_profile("p", &profile).expect("profile");
         let mut config = home.config().expect("config");
@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(c.x25519_key_file, Some(key));
         assert_eq!(
             c.address,
-            Some(format!("{:#x}", khachapuri_chain::dev_signer(1).address()))
+            Some(format!("{:#x}", khachapuri_devnet::dev_signer(1).address()))
         );
     }
 }
