@@ -1,0 +1,26 @@
+//! The Khachapuri gateway: `{name}.{domain}/{cid}` and `/{name}/{cid}` resolved through
+//! the on-chain registry and proxied to the provider (directly, with every address checked
+//! against SSRF, or over the provider's tunnel), and `/{cid}` of public deployments routed
+//! among providers by load, latency, price and reputation.
+
+mod addr;
+mod body;
+mod config;
+mod error;
+mod gateway;
+mod proxy;
+mod public;
+mod resolve;
+mod server;
+
+pub use addr::{classify, AddressPolicy, Denied};
+pub use body::{full, proxied, BoxError, IdleTimeout, ProxyBody};
+pub use config::GatewayConfig;
+pub use error::GatewayError;
+pub use gateway::{error_response, route, Gateway, Route, Tunnels};
+pub use proxy::{append_forwarded, strip_hop_by_hop, Incoming, Proxy};
+pub use public::{Attempt, Public, PROVIDER_HEADER};
+pub use resolve::{
+    valid_name, watch_registry, BoxFuture, ChainRegistry, Registry, Resolved, Resolver, Upstream,
+};
+pub use server::{serve, tls_acceptor, Hook};
