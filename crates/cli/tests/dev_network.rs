@@ -49,6 +49,24 @@ fn three_providers_are_registered_and_paid() {
         dev.ok(&["call", cid, "--provider", "dev3"]),
         "Hello from Khachapuri!\n"
     );
+    // Through the gateway: the CLI's voucher passes through untouched and pays dev3.
+    assert_eq!(
+        dev.ok(&["call", cid, "--provider", "dev3", "--gateway"]),
+        "Hello from Khachapuri!\n"
+    );
+    let head = dev.ok(&["call", cid, "--provider", "dev3", "--gateway", "-i"]);
+    assert!(head.contains("khachapuri-receipt"), "{head}");
+    // curl as is: `*.localhost` is loopback, the Host header names the provider; unpaid,
+    // the provider's 402 comes back through the gateway.
+    let gateway = info["gateway_url"].as_str().expect("info has gateway_url");
+    let port = gateway.rsplit(':').next().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://dev3.localhost:{port}/{cid}/"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "402");
+
     let operators: std::collections::BTreeSet<&str> = info["providers"]
         .as_array()
         .unwrap()

@@ -8,6 +8,7 @@ mod anvil;
 mod contracts;
 mod death;
 mod error;
+mod gateway;
 mod keys;
 mod network;
 mod provider;
@@ -15,6 +16,7 @@ mod provider;
 pub use anvil::{find_anvil, find_tool, Anvil, AnvilOptions};
 pub use contracts::{advance_time, dev_channel, dev_network, mine};
 pub use error::{DevnetError, Result};
+pub use gateway::dev_gateway_config;
 pub use keys::{dev_signer, DEV_KEYS};
 pub use network::{
     provider_name, provider_signer, DevProvider, Devnet, DevnetOptions, MAX_PROVIDERS,

@@ -50,6 +50,9 @@ pub struct DevnetOptions {
     /// The first provider's address; `devK` listens on its port + K − 1 (or a free port
     /// when this one is 0).
     pub provider_listen: SocketAddr,
+    /// The gateway's address (domain `localhost`, loopback providers allowed); `None`
+    /// starts no gateway.
+    pub gateway_listen: Option<SocketAddr>,
     /// Fall back to a free port when a non-zero port is taken (recorded in
     /// [`Devnet::notices`]); otherwise a taken port is an error.
     pub fallback_ports: bool,
@@ -75,6 +78,7 @@ impl DevnetOptions {
             chain_port: 0,
             store_listen: any,
             provider_listen: any,
+            gateway_listen: Some(any),
             fallback_ports: true,
             store_publish: khachapuri_store::PublishConfig::default(),
             signature_limit: 0,
@@ -127,12 +131,19 @@ pub struct Devnet {
     pub providers: Vec<DevProvider>,
     /// The prices of the paid providers; `None` when free.
     pub prices: Option<PriceList>,
+    /// The gateway, e.g. `http://127.0.0.1:8088` (`http://dev.localhost:8088/{cid}` routes
+    /// to `dev`); `None` when not started.
+    pub gateway_url: Option<String>,
+    /// The gateway itself (tests look at its routing state).
+    pub gateway: Option<Arc<khachapuri_gateway::Gateway>>,
     /// Things the caller may want to tell a user (a taken port moved elsewhere).
     pub notices: Vec<String>,
     /// Dev account 0's connection: the wallet that deployed and pays.
     pub wallet: Chain,
     anvil: Anvil,
     stop: watch::Sender<bool>,
+    /// One stop per provider, for [`Devnet::stop_provider`].
+    provider_stops: Vec<watch::Sender<bool>>,
     servers: Vec<(String, JoinHandle<std::io::Result<()>>)>,
     background: Vec<JoinHandle<()>>,
 }
@@ -177,6 +188,10 @@ impl Devnet {
             let what = format!("provider {name}");
             provider_listeners.push(bind(addr, &what, &options, &mut notices).await?);
         }
+        let gateway_listener = match options.gateway_listen {
+            Some(addr) => Some(bind(addr, "gateway", &options, &mut notices).await?),
+            None => None,
+        };
         let store_url = url_of(&store_listener)?;
         let anvil = spawn_anvil(options.chain_port, options.fallback_ports, &mut notices)?;
         let rpc_url = anvil.endpoint();
@@ -211,6 +226,7 @@ impl Devnet {
         let prices = (!options.free).then(PriceList::default);
         let mut providers = Vec::with_capacity(options.providers);
         let mut background = Vec::new();
+        let mut provider_stops = Vec::new();
         for (i, listener) in provider_listeners.into_iter().enumerate() {
             let plan = ProviderPlan {
                 name: provider_name(i),
@@ -225,12 +241,20 @@ impl Devnet {
                 options: &options,
             };
             let started = start_provider(plan, &wallet).await?;
+            let (own_stop, own_rx) = watch::channel(false);
+            provider_stops.push(own_stop);
+            let global = stop_rx.clone();
             servers.push((
                 format!("provider {}", started.provider.name),
                 tokio::spawn(khachapuri_provider::serve(
                     listener,
                     started.provider.node.clone(),
-                    stopped(stop_rx.clone()),
+                    async move {
+                        tokio::select! {
+                            () = stopped(global) => {}
+                            () = stopped(own_rx) => {}
+                        }
+                    },
                 )),
             ));
             if let Some(settlement) = started.settlement {
@@ -238,7 +262,20 @@ impl Devnet {
             }
             providers.push(started.provider);
         }
+        let (gateway_url, gateway) = match gateway_listener {
+            Some(listener) => {
+                let url = url_of(&listener)?;
+                let launched =
+                    crate::gateway::start(listener, &rpc_url, &deployment, stop_rx.clone()).await?;
+                servers.push(("gateway".to_string(), launched.server));
+                background.push(launched.watcher);
+                (Some(url), Some(launched.gateway))
+            }
+            None => (None, None),
+        };
         Ok(Self {
+            gateway_url,
+            gateway,
             rpc_url,
             deployment,
             store_url,
@@ -249,6 +286,7 @@ impl Devnet {
             wallet,
             anvil,
             stop,
+            provider_stops,
             servers,
             background,
         })
@@ -267,6 +305,23 @@ impl Devnet {
     /// The key of dev account 0, the wallet that pays (public by design).
     pub fn wallet_key(&self) -> &'static str {
         DEV_KEYS[0]
+    }
+
+    /// Stops one provider's server (as if its machine went away) and waits until it has
+    /// drained; the rest of the network keeps running. [`Devnet::failed`] ignores it.
+    pub async fn stop_provider(&mut self, name: &str) -> Result<()> {
+        let index = self
+            .providers
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| DevnetError::Options(format!("no provider named {name}")))?;
+        let _ = self.provider_stops[index].send(true);
+        let label = format!("provider {name}");
+        if let Some(at) = self.servers.iter().position(|(what, _)| *what == label) {
+            let (_, task) = self.servers.remove(at);
+            let _ = tokio::time::timeout(DRAIN, task).await;
+        }
+        Ok(())
     }
 
     /// Resolves when one of the servers stops on its own: that is always a failure while

@@ -65,6 +65,9 @@ pub enum GatewayError {
     /// No provider serving public deployments passes the filters.
     #[error("no provider can serve this public deployment: {0}")]
     NoProvider(String),
+    /// The TLS certificate or key cannot be used (a startup error).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The registry could not be read.
     #[error("cannot read the registry: {0}")]
     Registry(String),
@@ -83,6 +86,7 @@ impl GatewayError {
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Busy(_) | Self::Registry(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoProvider(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Tls(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -99,6 +103,7 @@ impl GatewayError {
                 "try again later or another provider"
             }
             Self::Busy(_) | Self::Registry(_) | Self::NoProvider(_) => "retry after the Retry-After delay",
+            Self::Tls(_) => "pass a PEM certificate chain and its PEM private key",
         }
     }
 

@@ -8,6 +8,7 @@ mod body;
 mod config;
 mod error;
 mod gateway;
+mod launch;
 mod proxy;
 mod public;
 mod resolve;
@@ -18,6 +19,7 @@ pub use body::{full, proxied, BoxError, IdleTimeout, ProxyBody};
 pub use config::GatewayConfig;
 pub use error::GatewayError;
 pub use gateway::{error_response, route, Gateway, Route, Tunnels};
+pub use launch::{launch, Extras, Launched};
 pub use proxy::{append_forwarded, strip_hop_by_hop, Incoming, Proxy};
 pub use public::{Attempt, Public, PROVIDER_HEADER};
 pub use resolve::{

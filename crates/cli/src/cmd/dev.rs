@@ -35,6 +35,9 @@ pub struct DevArgs {
     /// Address of the dev provider; `devK` listens on its port + K - 1.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub provider_listen: SocketAddr,
+    /// Address of the gateway (domain `localhost`: `http://dev.localhost:PORT/{cid}/`).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    pub gateway_listen: SocketAddr,
     /// Port of the local chain (anvil) on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value_t = 8545)]
     pub chain_port: u16,
@@ -113,6 +116,7 @@ fn options(args: &DevArgs, home: &Home) -> anyhow::Result<DevnetOptions> {
         chain_port: args.chain_port,
         store_listen: args.store_listen,
         provider_listen: args.provider_listen,
+        gateway_listen: Some(args.gateway_listen),
         fallback_ports: true,
         store_publish,
         signature_limit: args.signature_limit,
@@ -124,7 +128,9 @@ fn options(args: &DevArgs, home: &Home) -> anyhow::Result<DevnetOptions> {
 fn explain(e: DevnetError) -> anyhow::Error {
     let next = match &e {
         DevnetError::Anvil(_) => "install the tools with scripts/setup (anvil comes from npm @foundry-rs/anvil), or put anvil on PATH",
-        DevnetError::Bind { .. } => "pass another address with --store-listen / --provider-listen",
+        DevnetError::Bind { .. } => {
+            "pass another address with --store-listen / --provider-listen / --gateway-listen"
+        }
         DevnetError::Options(_) => "run `khachapuri dev --help` for the flags",
         _ => "run with RUST_LOG=debug for details; `khachapuri dev` starts a fresh chain each time",
     };
@@ -175,6 +181,12 @@ fn save_profile(net: &Devnet, home: &Home) -> anyhow::Result<()> {
     for (k, v) in chain_keys {
         profile.extra.insert(k.to_string(), v);
     }
+    match &net.gateway_url {
+        Some(url) => profile
+            .extra
+            .insert("gateway_url".into(), text(url.clone())),
+        None => profile.extra.remove("gateway_url"),
+    };
     home.save_profile("dev", &profile)?;
     home.save_config(&Config {
         active_profile: Some("dev".into()),
@@ -194,6 +206,7 @@ fn print_endpoints(net: &Devnet, args: &DevArgs, home: &Home, printer: &Printer)
             .collect();
         printer.json(&json!({
             "store_url": net.store_url,
+            "gateway_url": net.gateway_url,
             "provider_url": dev.url,
             "providers": providers,
             "rpc_url": net.rpc_url,
@@ -213,6 +226,12 @@ fn print_endpoints(net: &Devnet, args: &DevArgs, home: &Home, printer: &Printer)
     printer.data(format!("registry  {}", d.registry));
     printer.data(format!("token     {}  (MockUSDC)", d.token));
     printer.data(format!("store     {}", net.store_url));
+    if let Some(url) = &net.gateway_url {
+        let port = url.rsplit(':').next().unwrap_or("");
+        printer.data(format!(
+            "gateway   {url}  (http://dev.localhost:{port}/{{cid}}/ routes to dev)"
+        ));
+    }
     for p in net.providers.iter().skip(1) {
         printer.data(format!(
             "{:<9} {}  (operator {})",

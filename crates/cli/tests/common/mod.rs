@@ -53,6 +53,8 @@ impl Dev {
                 "127.0.0.1:0",
                 "--provider-listen",
                 "127.0.0.1:0",
+                "--gateway-listen",
+                "127.0.0.1:0",
             ])
             .args(["--chain-port", "0"])
             .args(extra)
