@@ -67,6 +67,41 @@ fn three_providers_are_registered_and_paid() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "402");
 
+    // Provider selection: the same ranking for `registry select` and a deploy naming none.
+    let select: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["registry", "select", "--json"])).unwrap();
+    let ranked: Vec<&str> = select["ranked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ranked,
+        ["dev", "dev2", "dev3"],
+        "equal records rank by name: {select}"
+    );
+    assert!(select["ranked"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("reputation"));
+    let none: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["registry", "select", "--region", "mars", "--json"]))
+            .unwrap();
+    assert_eq!(none["ranked"].as_array().unwrap().len(), 0, "{none}");
+    assert_eq!(none["excluded"].as_array().unwrap().len(), 3, "{none}");
+    let out = dev.run(&["deploy", "examples/hello", "--json"], &common::root());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("chose dev ("),
+        "deploy says which and why: {stderr}"
+    );
+
     let operators: std::collections::BTreeSet<&str> = info["providers"]
         .as_array()
         .unwrap()

@@ -58,8 +58,8 @@ pub struct GatewayConfig {
     pub drain_timeout_ms: u64,
     /// Idle pooled connections kept per provider.
     pub pool_max_idle_per_host: usize,
-    /// Public routing: providers whose per-request price exceeds this (micro-USDC per
-    /// call) are never picked; `None` means no cap.
+    /// Public routing: providers whose per-request price exceeds this (in the pricing
+    /// tables' unit, millionths of a token base unit) are never picked; `None`: no cap.
     pub max_price_per_request: Option<u64>,
     /// Public routing: only providers in this region (`None`: any).
     pub region: Option<String>,

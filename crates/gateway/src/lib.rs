@@ -12,6 +12,7 @@ mod launch;
 mod proxy;
 mod public;
 mod resolve;
+mod select;
 mod server;
 
 pub use addr::{classify, AddressPolicy, Denied};
@@ -25,4 +26,5 @@ pub use public::{Attempt, Public, PROVIDER_HEADER};
 pub use resolve::{
     valid_name, watch_registry, BoxFuture, ChainRegistry, Registry, Resolved, Resolver, Upstream,
 };
+pub use select::{rank, rank_registry, typical_price, Excluded, Preferences, Ranked};
 pub use server::{serve, tls_acceptor, Hook};
