@@ -64,10 +64,10 @@ fn known_wire_forms_decode() {
 fn strictness() {
     let nonce = "00".repeat(32);
     let bad = [
-        format!(r#"{{"type":"accepted","v":2}}"#),
-        format!(r#"{{"type":"accepted","v":1,"extra":0}}"#),
-        format!(r#"{{"type":"accepted"}}"#),
-        format!(r#"{{"type":"welcome","v":1}}"#),
+        r#"{"type":"accepted","v":2}"#.to_owned(),
+        r#"{"type":"accepted","v":1,"extra":0}"#.to_owned(),
+        r#"{"type":"accepted"}"#.to_owned(),
+        r#"{"type":"welcome","v":1}"#.to_owned(),
         format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","host":"gw","chain_id":1,"expires":5}}"#),
         format!(r#"{{"type":"challenge","v":1,"nonce":"0x{}","host":"gw","chain_id":1,"expires":5}}"#, "00".repeat(31)),
         format!(r#"{{"type":"challenge","v":1,"nonce":"0x{nonce}","host":"GW","chain_id":1,"expires":5}}"#),
