@@ -29,6 +29,12 @@ pub struct GatewayConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Accept provider tunnels at `/.well-known/khachapuri/tunnel` (providers behind NAT
+    /// register `http(s)://{name}.{domain}` and dial in).
+    pub tunnels: bool,
+    /// The host providers dial the tunnel at, bound into every challenge (default: the
+    /// domain).
+    pub tunnel_host: Option<String>,
     /// Seconds a resolved name (record and checked addresses) is reused; registry events
     /// clear it sooner.
     pub resolve_ttl_secs: u64,
@@ -81,6 +87,8 @@ impl Default for GatewayConfig {
             registry_from_block: 0,
             tls_cert: None,
             tls_key: None,
+            tunnels: true,
+            tunnel_host: None,
             resolve_ttl_secs: 60,
             negative_ttl_secs: 5,
             max_cached_names: 10_000,

@@ -75,7 +75,24 @@ pub async fn launch(
         allow_loopback: config.dev,
         own: vec![local],
     };
-    let resolver = Arc::new(Resolver::new(registry, policy, &config));
+    let registry: Arc<dyn crate::resolve::Registry> = registry;
+    let resolver = Arc::new(Resolver::new(registry.clone(), policy, &config));
+    let mut extras = extras;
+    let mut tunnel_server = None;
+    if config.tunnels && extras.tunnels.is_none() {
+        let host = config
+            .tunnel_host
+            .clone()
+            .unwrap_or_else(|| config.domain.clone());
+        let server = khachapuri_tunnel::TunnelServer::new(
+            khachapuri_tunnel::ServerConfig::new(host, chain.chain_id()),
+            Arc::new(crate::tunnels::RegistryOperators(registry)),
+        )
+        .map_err(|e| GatewayError::Registry(format!("tunnel server: {e}")))?;
+        extras.tunnels = Some(Arc::new(crate::tunnels::TunnelSet(server.clone())));
+        extras.hook = Some(crate::tunnels::tunnel_hook(server.clone()));
+        tunnel_server = Some(server);
+    }
     let gateway = Arc::new(Gateway::new(
         config.clone(),
         resolver.clone(),
@@ -94,13 +111,24 @@ pub async fn launch(
         on_change,
         stopped(stop.clone()),
     ));
-    let server = tokio::spawn(serve(
+    let serving = serve(
         listener,
         gateway.clone(),
         tls,
         extras.hook,
-        stopped(stop),
-    ));
+        stopped(stop.clone()),
+    );
+    let server = tokio::spawn(async move {
+        let drain_tunnels = async {
+            stopped(stop).await;
+            // GOAWAY to every tunnel; their providers reconnect to the next gateway.
+            if let Some(t) = &tunnel_server {
+                t.shutdown().await;
+            }
+        };
+        let (served, ()) = tokio::join!(serving, drain_tunnels);
+        served
+    });
     Ok(Launched {
         gateway,
         server,

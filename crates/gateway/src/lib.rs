@@ -14,6 +14,7 @@ mod public;
 mod resolve;
 mod select;
 mod server;
+mod tunnels;
 
 pub use addr::{classify, AddressPolicy, Denied};
 pub use body::{full, proxied, BoxError, IdleTimeout, ProxyBody};
@@ -28,3 +29,4 @@ pub use resolve::{
 };
 pub use select::{rank, rank_registry, typical_price, Excluded, Preferences, Ranked};
 pub use server::{serve, tls_acceptor, Hook};
+pub use tunnels::{tunnel_hook, RegistryOperators, TunnelSet};

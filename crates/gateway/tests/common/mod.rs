@@ -78,8 +78,10 @@ impl Net {
         edit: impl FnOnce(&mut GatewayConfig),
     ) -> (String, Launched, watch::Sender<bool>) {
         let mut config = dev_gateway_config(&self.net.rpc_url, &self.net.deployment);
+        config.listen = ([127, 0, 0, 1], 0).into();
         edit(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = config.listen;
+        let listener = TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, rx) = watch::channel(false);
         let launched = launch(config, listener, Extras::default(), rx)
