@@ -26,7 +26,7 @@ pub type Hook = Arc<
             std::net::SocketAddr,
         ) -> Result<
             crate::resolve::BoxFuture<'static, http::Response<crate::body::ProxyBody>>,
-            http::Request<Body>,
+            Box<http::Request<Body>>,
         > + Send
         + Sync,
 >;
@@ -101,7 +101,7 @@ pub async fn serve(
                     let req = match &hook {
                         Some(hook) => match hook(req, peer) {
                             Ok(answer) => return Ok::<_, std::convert::Infallible>(answer.await),
-                            Err(req) => req,
+                            Err(req) => *req,
                         },
                         None => req,
                     };

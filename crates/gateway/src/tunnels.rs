@@ -64,7 +64,7 @@ pub fn tunnel_hook(server: TunnelServer) -> Hook {
     Arc::new(
         move |req: Request<hyper::body::Incoming>, peer: SocketAddr| {
             if req.uri().path() != TUNNEL_PATH {
-                return Err(req);
+                return Err(Box::new(req));
             }
             let response = server.upgrade(req, Some(peer));
             let answer: BoxFuture<'static, Response<ProxyBody>> =

@@ -3,7 +3,7 @@
 //! for the name is refused (and calls get 502); after a gateway restart the provider
 //! reconnects on its own and calls work again within seconds.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod common;
 
