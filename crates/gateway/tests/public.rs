@@ -79,3 +79,54 @@ async fn a_public_deployment_keeps_answering_while_a_provider_dies() {
         "nothing is answered by the stopped provider"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_public_call_goes_only_to_the_provider_its_voucher_pays() {
+    let t = common::start(2, false).await;
+    let hello = t.deploy(&khachapuri_testkit::hello());
+    let url = format!("{}/{hello}/", t.gateway);
+    // Unpaid: some provider's 402 comes back, saying who asked.
+    let (status, by) = call(&url).await;
+    assert_eq!(status, 402);
+    assert!(by == "dev" || by == "dev2", "{by}");
+
+    // A voucher for dev2 (the devnet funded the wallet's channel to it).
+    let wallet = khachapuri_devnet::dev_signer(0);
+    let dev2 = t.net.providers[1].operator;
+    let d = &t.net.deployment;
+    let voucher = khachapuri_chain::Voucher {
+        payer: wallet.address(),
+        provider: dev2,
+        epoch: 0,
+        amount: khachapuri_chain::parse_usdc("0.05").unwrap(),
+    }
+    .sign(&wallet, d.chain_id, d.escrow)
+    .unwrap();
+    let payment = khachapuri_payments::encode_payment(&voucher);
+    for _ in 0..20 {
+        let r = common::client()
+            .get(&url)
+            .header(khachapuri_payments::PAYMENT_HEADER, &payment)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()[PROVIDER_HEADER], "dev2");
+        assert!(r.headers().contains_key("khachapuri-receipt"));
+    }
+    // dev never ran a call paid to dev2.
+    let metrics = common::client()
+        .get(format!("{}/metrics", t.net.providers[0].url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ran: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("khachapuri_runtime_calls_total "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0);
+    assert_eq!(ran, 0.0, "dev ran calls paid to dev2:\n{metrics}");
+}
