@@ -27,7 +27,7 @@ pub use gate::Gate;
 pub use group_commit::VoucherWriter;
 pub use ledger::{ChannelRow, Charge, Ledger, LedgerStatus, Reservation};
 pub use limit::{ClientKey, SignatureCheckLimiter, SignatureLimits};
-pub use payer_store::{ChannelKey, PayerStore, StoreLock};
+pub use payer_store::{sign_sponsor_voucher, ChannelKey, PayerStore, StoreLock};
 pub use paying::{Paid, PaidRequest, PayEvent, PayerWallet, PayingClient, PayingConfig};
 pub use payment::{decode_payment, encode_payment, PAYMENT_HEADER, RECEIPT_HEADER};
 pub use pricing::{base_to_micro, micro_to_base_ceil, Pricing, Usage, MICRO_PER_BASE};

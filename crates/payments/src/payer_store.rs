@@ -195,3 +195,35 @@ impl PayerStore {
         self.write(&file)
     }
 }
+
+/// Signs the owner's voucher for a sponsored deployment (`deploy --sponsor AMOUNT`), at the
+/// channel's current `epoch`.
+///
+/// Vouchers are cumulative for the channel: the voucher signed is what this wallet already
+/// signed in that epoch (its own paid calls, other sponsored deployments: the state file
+/// knows) plus `amount`. The file is updated under its lock, so later calls and
+/// sponsorships stack on top instead of re-signing from the same base. Blocking (file
+/// lock, fsync): call it off the reactor.
+pub fn sign_sponsor_voucher(
+    store: &PayerStore,
+    key: &ChannelKey,
+    owner: &khachapuri_chain::PrivateKeySigner,
+    epoch: u64,
+    amount: khachapuri_chain::U256,
+) -> Result<khachapuri_chain::SignedVoucher> {
+    let _lock = store.lock()?;
+    let mut rec = match store.load(key)? {
+        Some(r) if r.epoch == epoch => r,
+        _ => crate::ChannelRecord::new(epoch),
+    };
+    let voucher = khachapuri_chain::Voucher {
+        payer: owner.address(),
+        provider: key.provider,
+        epoch,
+        amount: rec.signed() + amount,
+    };
+    let signed = voucher.sign(owner, key.chain_id, key.escrow)?;
+    rec.voucher = Some(signed.clone());
+    store.save(key, &rec)?;
+    Ok(signed)
+}

@@ -1,16 +1,19 @@
-//! `khachapuri deploy`: build (for a folder), upload the artifact, write the deployment
-//! spec, sign it with the wallet, seal it to one provider (or publish it `--public`),
-//! upload the envelope, print the callable CID.
+//! `khachapuri deploy`: build (for a folder), then publish: the artifact uploaded, the
+//! deployment spec written, signed with the wallet, sealed to one provider (or public),
+//! the envelope uploaded, the callable CID printed. The publishing itself is
+//! `khachapuri_publish::publish`; the sponsor voucher is signed by
+//! `khachapuri_payments::sign_sponsor_voucher`. This command gathers the inputs and prints.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use khachapuri_chain::{PrivateKeySigner, ProviderRecord, Voucher, U256};
-use khachapuri_payments::{ChannelKey, ChannelRecord, PayerStore};
-use khachapuri_types::{Envelope, Limits, PayerPolicy, RuntimeKind, Spec};
+use khachapuri_chain::{PrivateKeySigner, ProviderRecord};
+use khachapuri_payments::{ChannelKey, PayerStore};
+use khachapuri_publish::{Function, Published, SealTo, Sponsor};
+use khachapuri_types::{Limits, RuntimeKind};
 use serde_json::json;
 
 use super::chainctx;
@@ -57,6 +60,7 @@ pub struct DeployArgs {
 }
 
 /// Deploys and prints the callable CID (or JSON).
+/// Builds (for a folder), publishes and prints the callable CID.
 pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
     let profile = home.active_profile()?;
     let store_url = profile.store_url.clone().ok_or_else(|| {
@@ -65,7 +69,6 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
             "start a local network with `khachapuri dev` (it activates the `dev` profile)",
         )
     })?;
-
     if args.public && args.sponsor.is_some() {
         return Err(hint(
             "a sponsored deployment carries the owner's voucher, which must not be public",
@@ -79,7 +82,68 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
             "create one with `khachapuri wallet new` (or run `khachapuri dev`)",
         )
     })?;
+    let (function, manifest) = load_function(&args, printer).await?;
+    // Resolve the provider (and sign any sponsor voucher) before uploading anything.
+    let target = if args.public {
+        None
+    } else {
+        let named = args
+            .provider
+            .clone()
+            .or_else(|| manifest.as_ref().and_then(|m| m.provider.clone()));
+        let name = match named {
+            Some(name) => name,
+            None => pick_provider(&profile, printer).await?,
+        };
+        let target = resolve_target(
+            home,
+            &profile,
+            &name,
+            &signer,
+            args.sponsor.as_deref(),
+            printer,
+        );
+        Some(target.await?)
+    };
+    let kubo = khachapuri_store::KuboClient::new(
+        store_url.as_str(),
+        khachapuri_store::Limits {
+            block_timeout: Duration::from_secs(300),
+            ..Default::default()
+        },
+    )
+    .context("bad store URL in the profile")?
+    .with_token(super::store::publish_token(&profile)?);
+    printer.status(format!(
+        "uploading {} ({} bytes)",
+        args.target.display(),
+        function.artifact.len()
+    ));
+    let published = khachapuri_publish::publish(&kubo, function, target.as_ref(), &signer)
+        .await
+        .map_err(|e| {
+            hint(
+                format!("cannot publish to {store_url}: {e}"),
+                "is `khachapuri dev` (or your IPFS node) running? `khachapuri info` shows the store URL",
+            )
+        })?;
+    print_published(
+        &args,
+        &profile,
+        target.as_ref(),
+        &published,
+        &signer,
+        printer,
+    );
+    Ok(())
+}
 
+/// The artifact (built first for a folder), its runtime, env and limits, and the
+/// manifest when there is one.
+async fn load_function(
+    args: &DeployArgs,
+    printer: &Printer,
+) -> anyhow::Result<(Function, Option<Manifest>)> {
     let (artifact_path, manifest) = if args.target.is_dir() {
         let manifest = Manifest::load(&args.target)?;
         let path = super::build::build(&args.target, &manifest, printer).await?;
@@ -92,17 +156,43 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
             "pass a function folder (with khachapuri.toml) or a .wasm file",
         ));
     };
-    let wasm = tokio::fs::read(&artifact_path)
+    let artifact = tokio::fs::read(&artifact_path)
         .await
         .with_context(|| format!("cannot read {}", artifact_path.display()))?;
     let runtime = match (args.runtime, &manifest) {
         (Some(r), _) => r,
         (None, Some(m)) => m.runtime,
-        (None, None) => detect_runtime(&wasm)?,
+        (None, None) => detect_runtime(&artifact)?,
     };
+    let env = collect_env(args, manifest.as_ref())?;
+    let limits = Limits {
+        timeout_ms: args
+            .timeout
+            .or(manifest.as_ref().and_then(|m| m.limits.timeout_ms)),
+        memory_mb: args
+            .memory
+            .or(manifest.as_ref().and_then(|m| m.limits.memory_mb)),
+        ..manifest
+            .as_ref()
+            .map(|m| m.limits.clone())
+            .unwrap_or_default()
+    };
+    let function = Function {
+        artifact: artifact.into(),
+        runtime,
+        env,
+        limits,
+    };
+    Ok((function, manifest))
+}
 
-    let mut env: BTreeMap<String, String> =
-        manifest.as_ref().map(|m| m.env.clone()).unwrap_or_default();
+/// The function's environment: the manifest's `[env]`, `--env`, then env files (refused
+/// for a public spec: they hold secrets).
+fn collect_env(
+    args: &DeployArgs,
+    manifest: Option<&Manifest>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut env: BTreeMap<String, String> = manifest.map(|m| m.env.clone()).unwrap_or_default();
     for kv in &args.env {
         let (k, v) = kv
             .split_once('=')
@@ -110,7 +200,7 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         env.insert(k.to_string(), v.to_string());
     }
     let mut env_files: Vec<PathBuf> = args.env_files.clone();
-    if let Some(m) = &manifest {
+    if let Some(m) = manifest {
         env_files.extend(m.env_files.iter().map(|f| args.target.join(f)));
     }
     if args.public && !env_files.is_empty() {
@@ -124,134 +214,53 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         env.extend(parse_env_file(&text).with_context(|| format!("in {}", f.display()))?);
     }
+    Ok(env)
+}
 
-    // Resolve the provider (and sign any sponsor voucher) before uploading anything.
-    let target = if args.public {
-        None
-    } else {
-        let named = args
-            .provider
-            .clone()
-            .or_else(|| manifest.as_ref().and_then(|m| m.provider.clone()));
-        let name = match named {
-            Some(name) => name,
-            None => pick_provider(&profile, printer).await?,
-        };
-        Some(
-            resolve_target(
-                home,
-                &profile,
-                &name,
-                &signer,
-                args.sponsor.as_deref(),
-                printer,
-            )
-            .await?,
-        )
-    };
-    let kubo = khachapuri_store::KuboClient::new(
-        store_url.as_str(),
-        khachapuri_store::Limits {
-            block_timeout: Duration::from_secs(300),
-            ..Default::default()
-        },
-    )
-    .context("bad store URL in the profile")?
-    .with_token(super::store::publish_token(&profile)?);
-    printer.status(format!(
-        "uploading {} ({} bytes)",
-        artifact_path.display(),
-        wasm.len()
-    ));
-    let artifact_cid = publish(&kubo, "artifact.wasm", wasm.into()).await.map_err(|e| {
-        hint(
-            format!("cannot upload the artifact to {store_url}: {e:#}"),
-            "is `khachapuri dev` (or your IPFS node) running? `khachapuri info` shows the store URL",
-        )
-    })?;
-
-    let created_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut spec = Spec::new(artifact_cid.to_string(), runtime, created_at);
-    spec.env = env;
-    spec.limits = Limits {
-        timeout_ms: args
-            .timeout
-            .or(manifest.as_ref().and_then(|m| m.limits.timeout_ms)),
-        memory_mb: args
-            .memory
-            .or(manifest.as_ref().and_then(|m| m.limits.memory_mb)),
-        ..manifest
-            .as_ref()
-            .map(|m| m.limits.clone())
-            .unwrap_or_default()
-    };
-    if let Some(t) = &target {
-        spec.provider = Some(format!("{:#x}", t.record.operator));
-        if let Some((voucher, budget)) = &t.sponsor_voucher {
-            spec.payer = PayerPolicy::Sponsored;
-            spec.sponsor_voucher = Some(voucher.clone());
-            spec.sponsor_budget = Some(budget.to_string());
-        }
-    }
-    spec.validate()
-        .map_err(|e| hint(e.to_string(), "check --env names and limits"))?;
-    khachapuri_chain::sign_spec(&mut spec, &signer).context("cannot sign the spec")?;
-    let envelope = match &target {
-        None => Envelope::Public { spec },
-        Some(t) => khachapuri_seal::seal(
-            &spec,
-            &format!("{:#x}", t.record.operator),
-            &t.record.pubkey,
-        )
-        .map_err(|e| {
-            hint(
-                format!("cannot seal the spec to {}: {e}", t.record.name),
-                "the provider's registered X25519 key is unusable; ask its operator to re-register",
-            )
-        })?,
-    };
-    let cid = publish(&kubo, "spec.json", envelope.to_bytes().into())
-        .await
-        .with_context(|| format!("cannot upload the spec to {store_url}"))?;
-
-    let base_url = match &target {
+/// Prints what was published: JSON with `--json`, else the CID on stdout and a status.
+fn print_published(
+    args: &DeployArgs,
+    profile: &Profile,
+    target: Option<&SealTo>,
+    published: &Published,
+    signer: &PrivateKeySigner,
+    printer: &Printer,
+) {
+    let base_url = match target {
         Some(t) => Some(t.record.url.clone()),
         None => profile.providers.first().map(|p| p.url.clone()),
     };
+    let cid = &published.cid;
     let url = base_url.map(|u| format!("{}/{}", u.trim_end_matches('/'), cid));
     if args.json {
         printer.json(&json!({
             "cid": cid.to_string(),
-            "artifact_cid": artifact_cid.to_string(),
+            "artifact_cid": published.artifact_cid.to_string(),
             "url": url,
-            "sealed": target.is_some(),
-            "provider": target.as_ref().map(|t| t.record.name.clone()),
-            "provider_address": target.as_ref().map(|t| format!("{:#x}", t.record.operator)),
+            "sealed": published.sealed,
+            "provider": target.map(|t| t.record.name.clone()),
+            "provider_address": target.map(|t| format!("{:#x}", t.record.operator)),
             "owner": format!("{:#x}", signer.address()),
         }));
-    } else {
-        match &target {
-            Some(t) => printer.status(format!(
-                "sealed to {} ({:#x}){}",
-                t.record.name,
-                t.record.operator,
-                if t.sponsor_voucher.is_some() {
-                    ", sponsored"
-                } else {
-                    ""
-                }
-            )),
-            None => printer.status("public spec: any provider may run it"),
-        }
-        printer.data(cid);
-        if let Some(url) = url {
-            printer.status(format!("deployed: {url}"));
-        }
+        return;
     }
-    Ok(())
+    match target {
+        Some(t) => printer.status(format!(
+            "sealed to {} ({:#x}){}",
+            t.record.name,
+            t.record.operator,
+            if t.sponsor.is_some() {
+                ", sponsored"
+            } else {
+                ""
+            }
+        )),
+        None => printer.status("public spec: any provider may run it"),
+    }
+    printer.data(cid);
+    if let Some(url) = url {
+        printer.status(format!("deployed: {url}"));
+    }
 }
 
 /// Picks the provider for a deploy that names none: the first of `registry select`'s
@@ -286,24 +295,10 @@ async fn pick_provider(profile: &Profile, printer: &Printer) -> anyhow::Result<S
     Ok(first.name)
 }
 
-/// Where a sealed spec goes, and the owner's voucher when the deployment is sponsored.
-struct Target {
-    /// The provider's registry record (operator address, X25519 key, endpoint).
-    record: ProviderRecord,
-    /// `Khachapuri-Payment` value of the owner's voucher and the deployment's budget (base
-    /// units), for `--sponsor`.
-    sponsor_voucher: Option<(String, U256)>,
-}
-
 /// Resolves `name` in the registry and, for `--sponsor AMOUNT`, signs the owner's voucher
-/// for the provider at the channel's current epoch.
-///
-/// Vouchers are cumulative for the channel: the voucher signed is what this wallet already
-/// signed in that epoch (its own paid calls, other sponsored deployments; the payer state
-/// file knows) plus AMOUNT, and the spec's `sponsor_budget` says AMOUNT is this
-/// deployment's share. The state file is updated under its lock, so later calls and
-/// sponsorships stack on top instead of re-signing from the same base. Were the upload to
-/// fail afterwards, the extra headroom only ever pays the owner's own later calls.
+/// for the provider at the channel's current epoch (cumulative: see
+/// `khachapuri_payments::sign_sponsor_voucher`). Were the upload to fail afterwards, the
+/// extra headroom only ever pays the owner's own later calls.
 async fn resolve_target(
     home: &Home,
     profile: &Profile,
@@ -311,7 +306,7 @@ async fn resolve_target(
     signer: &PrivateKeySigner,
     sponsor: Option<&str>,
     printer: &Printer,
-) -> anyhow::Result<Target> {
+) -> anyhow::Result<SealTo> {
     let net = chainctx::Network::from_profile(profile)?;
     let chain = net.connect(None).await?;
     let record = net
@@ -331,81 +326,61 @@ async fn resolve_target(
             "its operator should run `khachapuri provider register` again, or pass --public",
         ));
     }
-    let sponsor_voucher = match sponsor {
+    let sponsor = match sponsor {
         None => None,
         Some(amount) => {
-            let amount = khachapuri_chain::parse_usdc(amount).map_err(|e| {
-                hint(
-                    format!("--sponsor {amount:?}: {e}"),
-                    "write an amount of USDC like 5 or 0.25",
-                )
-            })?;
-            let escrow = net.escrow(&chain)?;
-            let channel = escrow
-                .channel(signer.address(), record.operator)
-                .await
-                .context("cannot read your escrow channel with the provider")?;
-            let escrow_address = net.escrow.context("the profile has no escrow")?;
-            let key = ChannelKey {
-                chain_id: chain.chain_id(),
-                escrow: escrow_address,
-                provider: record.operator,
-                payer: signer.address(),
-            };
-            let store = PayerStore::new(home.root().join("payments").join("vouchers.json"));
-            let (owner, epoch) = (signer.clone(), channel.epoch);
-            let signed = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let _lock = store.lock()?;
-                let mut rec = match store.load(&key)? {
-                    Some(r) if r.epoch == epoch => r,
-                    _ => ChannelRecord::new(epoch),
-                };
-                let voucher = Voucher {
-                    payer: owner.address(),
-                    provider: key.provider,
-                    epoch,
-                    amount: rec.signed() + amount,
-                };
-                let signed = voucher
-                    .sign(&owner, key.chain_id, key.escrow)
-                    .context("cannot sign the sponsor voucher")?;
-                rec.voucher = Some(signed.clone());
-                store.save(&key, &rec)?;
-                Ok(signed)
-            })
-            .await??;
-            if channel.remaining() < signed.voucher.amount {
-                printer.status(format!(
-                    "warning: your channel with {name} holds {} USDC, less than the {} USDC signed for in total; fund it with `khachapuri escrow fund {name} AMOUNT`",
-                    khachapuri_chain::format_usdc(channel.remaining()),
-                    khachapuri_chain::format_usdc(signed.voucher.amount),
-                ));
-            }
-            Some((khachapuri_payments::encode_payment(&signed), amount))
+            Some(sponsor_voucher(home, &net, &chain, &record, signer, amount, printer).await?)
         }
     };
-    Ok(Target {
-        record,
-        sponsor_voucher,
-    })
+    Ok(SealTo { record, sponsor })
 }
 
-/// Uploads `data` and checks the store computed the CID we compute locally: a store
-/// with other import settings would give a CID no provider can find our bytes under.
-async fn publish(
-    kubo: &khachapuri_store::KuboClient,
-    name: &str,
-    data: bytes::Bytes,
-) -> anyhow::Result<khachapuri_types::Cid> {
-    let (local, _) = khachapuri_store::import_bytes(&data)?;
-    let added = kubo.add_bytes(name, data).await?;
-    anyhow::ensure!(
-        added.cid == local.cid,
-        "the store answered CID {} but the content's CID is {} (is it using the unixfs-v1-2025 profile?)",
-        added.cid,
-        local.cid
-    );
-    Ok(local.cid)
+/// The owner's voucher for `--sponsor AMOUNT` to `record`'s provider.
+async fn sponsor_voucher(
+    home: &Home,
+    net: &chainctx::Network,
+    chain: &khachapuri_chain::Chain,
+    record: &ProviderRecord,
+    signer: &PrivateKeySigner,
+    amount: &str,
+    printer: &Printer,
+) -> anyhow::Result<Sponsor> {
+    let name = &record.name;
+    let amount = khachapuri_chain::parse_usdc(amount).map_err(|e| {
+        hint(
+            format!("--sponsor {amount:?}: {e}"),
+            "write an amount of USDC like 5 or 0.25",
+        )
+    })?;
+    let channel = net
+        .escrow(chain)?
+        .channel(signer.address(), record.operator)
+        .await
+        .context("cannot read your escrow channel with the provider")?;
+    let key = ChannelKey {
+        chain_id: chain.chain_id(),
+        escrow: net.escrow.context("the profile has no escrow")?,
+        provider: record.operator,
+        payer: signer.address(),
+    };
+    let store = PayerStore::new(home.root().join("payments").join("vouchers.json"));
+    let (owner, epoch) = (signer.clone(), channel.epoch);
+    let signed = tokio::task::spawn_blocking(move || {
+        khachapuri_payments::sign_sponsor_voucher(&store, &key, &owner, epoch, amount)
+    })
+    .await?
+    .context("cannot sign the sponsor voucher")?;
+    if channel.remaining() < signed.voucher.amount {
+        printer.status(format!(
+            "warning: your channel with {name} holds {} USDC, less than the {} USDC signed for in total; fund it with `khachapuri escrow fund {name} AMOUNT`",
+            khachapuri_chain::format_usdc(channel.remaining()),
+            khachapuri_chain::format_usdc(signed.voucher.amount),
+        ));
+    }
+    Ok(Sponsor {
+        voucher: khachapuri_payments::encode_payment(&signed),
+        budget: amount,
+    })
 }
 
 /// A component (layer 1) runs as wasi-http, a core module as wagi.
