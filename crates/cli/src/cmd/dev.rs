@@ -115,6 +115,7 @@ pub async fn run(args: DevArgs, home: &Home, printer: &Printer) -> anyhow::Resul
         data_dir: base.join("provider"),
         gateways: vec![store_url.clone()],
         free: args.free,
+        runtimes: khachapuri_provider::NodeConfig::local_runtimes(),
         ..Default::default()
     };
     let (trigger, shutdown) = signal::channel();

@@ -1,4 +1,4 @@
-//! `khachapuri init NAME [--lang rust|c]`: a new function folder that builds out of the
+//! `khachapuri init NAME [--lang rust|c|native]`: a new function folder that builds out of the
 //! box. The templates are the repository's own examples, so they stay tested.
 
 use std::path::Path;
@@ -16,6 +16,8 @@ pub enum Lang {
     Rust,
     /// C, a WASI preview1 module speaking CGI (wagi), built with clang + wasi-libc.
     C,
+    /// C, a static native Linux program speaking CGI (process), tarred as `main`.
+    Native,
 }
 
 /// Arguments of `init`.
@@ -31,6 +33,8 @@ pub struct InitArgs {
 const RUST_LIB: &str = include_str!("../../../../examples/hello/src/lib.rs");
 const C_MAIN: &str = include_str!("../../../../examples/c-hello/main.c");
 const C_BUILD: &str = include_str!("../../../../examples/c-hello/build.sh");
+const NATIVE_MAIN: &str = include_str!("../../../../examples/native-hello/main.c");
+const NATIVE_BUILD: &str = include_str!("../../../../examples/native-hello/build.sh");
 
 /// Writes the template.
 pub async fn run(args: InitArgs, _home: &Home, printer: &Printer) -> anyhow::Result<()> {
@@ -77,6 +81,15 @@ pub async fn run(args: InitArgs, _home: &Home, printer: &Printer) -> anyhow::Res
             (
                 "khachapuri.toml",
                 manifest(name, "wagi", "./build.sh", &format!("target/{name}.wasm")),
+            ),
+            (".gitignore", "/target\n".into()),
+        ],
+        Lang::Native => vec![
+            ("main.c", NATIVE_MAIN.replace("native-hello", name)),
+            ("build.sh", NATIVE_BUILD.replace("native-hello", name)),
+            (
+                "khachapuri.toml",
+                manifest(name, "process", "./build.sh", &format!("target/{name}.tar")),
             ),
             (".gitignore", "/target\n".into()),
         ],
