@@ -21,7 +21,6 @@ mod metrics;
 mod process;
 mod runtime;
 mod state;
-mod unpack;
 mod wagi;
 
 pub use body::GuestBody;
@@ -30,4 +29,4 @@ pub use error::{FaultKind, RuntimeError};
 pub use lru::{ByteLru, CacheUsage, OnceLru};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use runtime::{Origin, Prepared, Runtime};
-pub use unpack::{remove_tree, unpack, UnpackError, UnpackLimits};
+pub use khachapuri_archive::UnpackLimits;

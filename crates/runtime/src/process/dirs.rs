@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::lru::{ByteLru, CacheUsage};
-use crate::unpack::{remove_tree, unpack, UnpackLimits};
+use khachapuri_archive::{remove_tree, unpack, UnpackLimits};
 
 /// Prefix of directories being unpacked; leftovers of a crash are deleted at start.
 const TMP_PREFIX: &str = ".unpacking-";
@@ -94,7 +94,7 @@ impl ArtifactDirs {
     /// Blocking: the unpacked directory of `cid` if it is on disk (marked recently used).
     pub(crate) fn lookup(&self, cid: &str) -> Option<PathBuf> {
         let path = self.path(cid);
-        if !path.join(crate::unpack::MAIN).is_file() {
+        if !path.join(khachapuri_archive::MAIN).is_file() {
             self.index().remove(&path);
             return None;
         }
@@ -137,7 +137,7 @@ impl ArtifactDirs {
         if let Err(e) = std::fs::rename(&tmp, &path) {
             remove_tree(&tmp);
             // Another thread (or process) finished the same unpack first.
-            if path.join(crate::unpack::MAIN).is_file() {
+            if path.join(khachapuri_archive::MAIN).is_file() {
                 return Ok(path);
             }
             return Err(format!("cannot store the unpacked artifact: {e}"));
@@ -189,8 +189,11 @@ mod tests {
 
     fn archive(payload: usize) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
-        let mut main = crate::unpack::tests::elf();
-        main.resize(payload.max(64), 0);
+        // A minimal x86-64 ELF header, padded to `payload` bytes.
+        let mut main = vec![0u8; payload.max(64)];
+        main[..4].copy_from_slice(b"\x7fELF");
+        main[4] = 2;
+        main[18] = 62;
         let mut h = tar::Header::new_gnu();
         h.set_size(main.len() as u64);
         h.set_mode(0o755);

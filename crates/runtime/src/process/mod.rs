@@ -32,7 +32,7 @@ pub(crate) struct Program {
 impl Program {
     /// Whether its directory is still on disk (the unpack cache may have deleted it).
     pub(crate) fn present(&self) -> bool {
-        self.dir.join(crate::unpack::MAIN).is_file()
+        self.dir.join(khachapuri_archive::MAIN).is_file()
     }
 }
 

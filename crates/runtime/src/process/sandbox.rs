@@ -73,7 +73,7 @@ fn args(
         a.push(v.into());
     }
     a.push("--".into());
-    a.push(format!("{APP}/{}", crate::unpack::MAIN).into());
+    a.push(format!("{APP}/{}", khachapuri_archive::MAIN).into());
     a
 }
 

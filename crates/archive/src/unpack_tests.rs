@@ -4,7 +4,7 @@ use super::*;
 
 
 /// A minimal x86-64 ELF header: enough for [`check_executable`].
-pub(crate) fn elf() -> Vec<u8> {
+fn elf() -> Vec<u8> {
     let mut h = vec![0u8; 64];
     h[..4].copy_from_slice(b"\x7fELF");
     h[4] = 2;

@@ -294,7 +294,7 @@ fn check_executable(main: &Path) -> Result<(), UnpackError> {
 }
 
 /// The entry name as a clean relative path, `None` for the root (`.`, `./`).
-pub(crate) fn clean_name(name: &[u8]) -> Result<Option<PathBuf>, UnpackError> {
+fn clean_name(name: &[u8]) -> Result<Option<PathBuf>, UnpackError> {
     let shown = String::from_utf8_lossy(name);
     let name = std::str::from_utf8(name)
         .map_err(|_| UnpackError(format!("entry name {shown:?} is not UTF-8")))?;
@@ -330,7 +330,7 @@ pub(crate) fn clean_name(name: &[u8]) -> Result<Option<PathBuf>, UnpackError> {
 
 /// Whether a symlink at `link` (relative to the root) with `target` resolves, lexically,
 /// inside the root. Absolute targets never do.
-pub(crate) fn link_stays_inside(link: &Path, target: &Path) -> bool {
+fn link_stays_inside(link: &Path, target: &Path) -> bool {
     if target.as_os_str().is_empty() || target.is_absolute() {
         return false;
     }
@@ -439,4 +439,4 @@ fn unpack_zip(bytes: &[u8], w: &mut Writer<'_>) -> Result<(), UnpackError> {
 
 #[cfg(test)]
 #[path = "unpack_tests.rs"]
-pub(crate) mod tests;
+mod tests;
