@@ -76,7 +76,8 @@ fn is_tar(bytes: &[u8]) -> bool {
 /// bytes of file contents written. On error `dest` may hold a partial tree: the caller
 /// unpacks into a temporary name and deletes it (see [`remove_tree`]).
 pub fn unpack(archive: &[u8], dest: &Path, limits: &UnpackLimits) -> Result<u64, UnpackError> {
-    fs::create_dir(dest).map_err(|e| UnpackError(format!("cannot create {}: {e}", dest.display())))?;
+    fs::create_dir(dest)
+        .map_err(|e| UnpackError(format!("cannot create {}: {e}", dest.display())))?;
     let mut w = Writer {
         root: dest,
         limits: *limits,
@@ -217,7 +218,10 @@ impl Writer<'_> {
             .map_err(io_err(&rel))?;
         let left = self.limits.max_bytes.saturating_sub(self.written);
         let n = io::copy(&mut content.take(left.saturating_add(1)), &mut out).map_err(|e| {
-            UnpackError(format!("cannot read entry {} of the archive: {e}", rel.display()))
+            UnpackError(format!(
+                "cannot read entry {} of the archive: {e}",
+                rel.display()
+            ))
         })?;
         if n > left {
             return refuse(format!(
@@ -237,8 +241,9 @@ impl Writer<'_> {
         let Some(rel) = clean_name(name)? else {
             return refuse("a symlink entry names the archive root");
         };
-        let target = std::str::from_utf8(target)
-            .map_err(|_| UnpackError(format!("symlink {} has a non-UTF-8 target", rel.display())))?;
+        let target = std::str::from_utf8(target).map_err(|_| {
+            UnpackError(format!("symlink {} has a non-UTF-8 target", rel.display()))
+        })?;
         if !link_stays_inside(&rel, Path::new(target)) {
             return refuse(format!(
                 "symlink {} points outside the archive ({target:?})",

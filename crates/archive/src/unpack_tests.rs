@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 /// A minimal x86-64 ELF header: enough for [`check_executable`].
 fn elf() -> Vec<u8> {
     let mut h = vec![0u8; 64];
@@ -124,7 +123,13 @@ fn a_good_zip_unpacks() {
 #[test]
 fn escaping_names_are_refused() {
     let elf = elf();
-    refused(&tar(&[E::File("main", 0o755, &elf), E::File("../evil", 0o644, b"x")]), "..");
+    refused(
+        &tar(&[
+            E::File("main", 0o755, &elf),
+            E::File("../evil", 0o644, b"x"),
+        ]),
+        "..",
+    );
     refused(&tar(&[E::File("a/../../evil", 0o644, b"x")]), "..");
     refused(&tar(&[E::File("/tmp/evil", 0o644, b"x")]), "absolute");
     refused(&zip(&[("main", &elf), ("../evil", b"x")]), "..");
@@ -140,10 +145,17 @@ fn links_out_and_special_files_are_refused() {
     refused(&tar(&[E::Link("a/b", "../../x")]), "outside");
     // An inside link is fine, but nothing may be written through it.
     refused(
-        &tar(&[E::Dir("sub/"), E::Link("l", "sub"), E::File("l/x", 0o644, b"x")]),
+        &tar(&[
+            E::Dir("sub/"),
+            E::Link("l", "sub"),
+            E::File("l/x", 0o644, b"x"),
+        ]),
         "beneath the symlink",
     );
-    refused(&tar(&[E::File("main", 0o755, &elf), E::Hard("h", "/etc/shadow")]), "hard link");
+    refused(
+        &tar(&[E::File("main", 0o755, &elf), E::Hard("h", "/etc/shadow")]),
+        "hard link",
+    );
     refused(&tar(&[E::Char("null")]), "character device");
     refused(
         &tar(&[E::File("main", 0o755, &elf), E::File("main", 0o755, &elf)]),
@@ -163,7 +175,10 @@ fn bombs_stop_at_the_limits() {
     let (_dir, r) = run(&a, limits);
     assert!(r.unwrap_err().0.contains("more than 1048576 bytes"));
     let many: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("f{i}"), vec![])).collect();
-    let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let many: Vec<(&str, &[u8])> = many
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
     let limits = UnpackLimits {
         max_bytes: 1 << 20,
         max_entries: 10,
@@ -177,13 +192,22 @@ fn bombs_stop_at_the_limits() {
 
 #[test]
 fn main_must_be_an_x86_64_program() {
-    refused(&tar(&[E::File("other", 0o755, &elf())]), "no regular file `main`");
-    refused(&tar(&[E::File("main", 0o755, b"MZ not elf")]), "neither an ELF");
+    refused(
+        &tar(&[E::File("other", 0o755, &elf())]),
+        "no regular file `main`",
+    );
+    refused(
+        &tar(&[E::File("main", 0o755, b"MZ not elf")]),
+        "neither an ELF",
+    );
     let mut arm = elf();
     arm[18] = 183;
     refused(&tar(&[E::File("main", 0o755, &arm)]), "not an x86-64");
     refused(b"just some bytes, not an archive", "neither a tar");
-    let (dir, r) = run(&tar(&[E::File("main", 0o644, b"#!/bin/sh\n")]), UnpackLimits::default());
+    let (dir, r) = run(
+        &tar(&[E::File("main", 0o644, b"#!/bin/sh\n")]),
+        UnpackLimits::default(),
+    );
     r.unwrap();
     remove_tree(&dir.path().join("out"));
 }

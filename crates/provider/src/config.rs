@@ -238,7 +238,9 @@ impl NodeConfig {
         }
         if self.runs("process") {
             if (self.process_uids as usize) < self.max_instances {
-                return bad("process_uids must be at least max_instances (one uid per running call)");
+                return bad(
+                    "process_uids must be at least max_instances (one uid per running call)",
+                );
             }
             if u64::from(self.process_uid_base) + u64::from(self.process_uids) > 1 << 31 {
                 return bad("process_uid_base + process_uids must stay below 2^31");
@@ -356,7 +358,10 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(c.validate().is_err(), "fewer uids than instances");
-        assert!(NodeConfig::default().process_config().is_none(), "process is opt-in");
+        assert!(
+            NodeConfig::default().process_config().is_none(),
+            "process is opt-in"
+        );
         let parsed: Result<NodeConfig, _> = toml::from_str("listen = \"127.0.0.1:0\"\nbogus = 1");
         assert!(parsed.is_err(), "unknown keys are refused");
     }

@@ -10,7 +10,11 @@ use crate::RuntimeError;
 pub(crate) const HEADER_ALLOWANCE: usize = 64 << 10;
 
 /// The CGI/1.1 meta-variables for this request (RFC 3875), plus `HTTP_*` headers.
-pub(crate) fn cgi_env(parts: &http::request::Parts, path: &str, body_len: usize) -> Vec<(String, String)> {
+pub(crate) fn cgi_env(
+    parts: &http::request::Parts,
+    path: &str,
+    body_len: usize,
+) -> Vec<(String, String)> {
     let mut env = Vec::with_capacity(10 + parts.headers.len());
     let path = if path.is_empty() { "/" } else { path };
     env.push(("GATEWAY_INTERFACE".into(), "CGI/1.1".into()));

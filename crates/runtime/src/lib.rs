@@ -26,7 +26,7 @@ mod wagi;
 pub use body::GuestBody;
 pub use config::{CallOptions, GuestKind, Limits, ProcessConfig, RuntimeConfig};
 pub use error::{FaultKind, RuntimeError};
+pub use khachapuri_archive::UnpackLimits;
 pub use lru::{ByteLru, CacheUsage, OnceLru};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use runtime::{Origin, Prepared, Runtime};
-pub use khachapuri_archive::UnpackLimits;

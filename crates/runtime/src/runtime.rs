@@ -132,7 +132,11 @@ impl Runtime {
             ),
             None => None,
         };
-        let process = config.process.clone().map(ProcessRuntime::new).transpose()?;
+        let process = config
+            .process
+            .clone()
+            .map(ProcessRuntime::new)
+            .transpose()?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -426,7 +430,9 @@ impl Runtime {
     fn load_from_disk(&self, cid: &str, kind: GuestKind) -> Result<Option<Prepared>, RuntimeError> {
         if kind == GuestKind::Process {
             let process = self.process()?;
-            let found = process.lookup(cid).map(|p| self.program(cid, p, Origin::DiskCache));
+            let found = process
+                .lookup(cid)
+                .map(|p| self.program(cid, p, Origin::DiskCache));
             if found.is_some() {
                 self.inner.metrics.disk_hit();
             }

@@ -18,8 +18,12 @@ fn native_dir() -> PathBuf {
 }
 
 /// `examples/native-hello/target/native-hello.tar`, built with the example's `build.sh`.
+/// A file lock serialises the builds of parallel tests (threads and processes alike):
+/// the script writes its outputs in place.
 pub fn native_hello() -> Bytes {
     let example = root().join("examples/native-hello");
+    let lock = std::fs::File::create(native_dir().join(".native-hello.lock")).expect("lock file");
+    lock.lock().expect("lock native-hello build");
     let status = Command::new(example.join("build.sh"))
         .status()
         .expect("run examples/native-hello/build.sh");
@@ -27,7 +31,9 @@ pub fn native_hello() -> Bytes {
         status.success(),
         "building examples/native-hello failed: is a C compiler with static glibc installed (scripts/setup)?"
     );
-    Bytes::from(std::fs::read(example.join("target/native-hello.tar")).expect("read native-hello.tar"))
+    Bytes::from(
+        std::fs::read(example.join("target/native-hello.tar")).expect("read native-hello.tar"),
+    )
 }
 
 /// `tests/guests/native/{name}.c`, compiled with `cc -static` and tarred as `main`.
@@ -41,7 +47,9 @@ pub fn native_c(name: &str) -> Bytes {
         .arg(&bin)
         .arg(&src)
         .status()
-        .unwrap_or_else(|e| panic!("run {cc} to build {name}.c (install gcc + libc6-dev with scripts/setup): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("run {cc} to build {name}.c (install gcc + libc6-dev with scripts/setup): {e}")
+        });
     assert!(status.success(), "compiling {} failed", src.display());
     let main = std::fs::read(&bin).expect("read binary");
     let _ = std::fs::remove_file(&bin);

@@ -225,7 +225,9 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         Some(t) => Some(t.record.url.clone()),
         None => profile.providers.first().map(|p| p.url.clone()),
     };
-    let provider_name = target.as_ref().map_or("(default)", |t| t.record.name.as_str());
+    let provider_name = target
+        .as_ref()
+        .map_or("(default)", |t| t.record.name.as_str());
     super::deploy_check::warn_unadvertised(base_url.as_deref(), provider_name, runtime, printer)
         .await;
     let url = base_url.map(|u| format!("{}/{}", u.trim_end_matches('/'), cid));

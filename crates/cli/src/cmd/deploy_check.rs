@@ -9,10 +9,18 @@ use khachapuri_types::RuntimeKind;
 use crate::output::Printer;
 
 /// Warns on stderr when the provider at `base_url` does not advertise `runtime`.
-pub async fn warn_unadvertised(base_url: Option<&str>, name: &str, runtime: RuntimeKind, printer: &Printer) {
+pub async fn warn_unadvertised(
+    base_url: Option<&str>,
+    name: &str,
+    runtime: RuntimeKind,
+    printer: &Printer,
+) {
     let Some(base) = base_url else { return };
     let url = format!("{}/.well-known/khachapuri", base.trim_end_matches('/'));
-    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(3)).build() else {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    else {
         return;
     };
     let doc = match client.get(&url).send().await {

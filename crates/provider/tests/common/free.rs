@@ -80,7 +80,12 @@ impl Net {
     }
 
     /// Deploys `wasm` as a public spec signed by [`owner`].
-    pub fn deploy(&self, wasm: &Bytes, runtime: RuntimeKind, edit: impl FnOnce(&mut Spec)) -> String {
+    pub fn deploy(
+        &self,
+        wasm: &Bytes,
+        runtime: RuntimeKind,
+        edit: impl FnOnce(&mut Spec),
+    ) -> String {
         let mut spec = self.spec(wasm, runtime);
         edit(&mut spec);
         sign_spec(&mut spec, &owner()).unwrap();

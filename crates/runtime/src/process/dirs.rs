@@ -198,7 +198,8 @@ mod tests {
         h.set_size(main.len() as u64);
         h.set_mode(0o755);
         h.set_cksum();
-        b.append_data(&mut h, "main", main.as_slice()).expect("append");
+        b.append_data(&mut h, "main", main.as_slice())
+            .expect("append");
         b.into_inner().expect("tar")
     }
 
@@ -217,7 +218,10 @@ mod tests {
         assert!(dirs.lookup("b").is_none(), "the coldest went");
         assert!(dirs.lookup("a").is_some() && dirs.lookup("c").is_some());
         assert_eq!(dirs.usage().bytes, 200);
-        assert!(dirs.unpack("big", &archive(300)).is_err(), "larger than the cache");
+        assert!(
+            dirs.unpack("big", &archive(300)).is_err(),
+            "larger than the cache"
+        );
         // Reopened: leftovers of an interrupted unpack go, the rest is indexed again.
         std::fs::create_dir(root.join(".unpacking-1-1")).expect("leftover");
         let again = ArtifactDirs::new(root.clone(), 250, UnpackLimits::default()).expect("reopen");

@@ -110,7 +110,10 @@ impl ProcessRuntime {
         req: http::Request<Bytes>,
         opts: &CallOptions<'_>,
     ) -> Result<http::Response<Bytes>, RuntimeError> {
-        let uid = self.uids.take().ok_or(RuntimeError::Busy(self.config.uids))?;
+        let uid = self
+            .uids
+            .take()
+            .ok_or(RuntimeError::Busy(self.config.uids))?;
         sandbox::run(&self.config, program, uid.uid, req, opts).await
     }
 }

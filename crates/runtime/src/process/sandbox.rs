@@ -79,7 +79,11 @@ fn args(
 
 /// The env a program sees: the spec's, then the CGI variables (which win). Names that
 /// cannot be environment variables are refused rather than dropped silently.
-fn env(opts: &CallOptions<'_>, parts: &http::request::Parts, body_len: usize) -> Result<Vec<(String, String)>, RuntimeError> {
+fn env(
+    opts: &CallOptions<'_>,
+    parts: &http::request::Parts,
+    body_len: usize,
+) -> Result<Vec<(String, String)>, RuntimeError> {
     let cgi = cgi_env(parts, opts.path, body_len);
     let mut out: Vec<(String, String)> = Vec::with_capacity(opts.env.len() + cgi.len());
     for (k, v) in opts.env {
@@ -225,7 +229,9 @@ pub(crate) async fn run(
             )))
         }
         (None, Some(sig)) => Err(crashed(sig, &limits)),
-        (None, None) => Err(RuntimeError::Internal("the sandbox ended without a status".into())),
+        (None, None) => Err(RuntimeError::Internal(
+            "the sandbox ended without a status".into(),
+        )),
     }
 }
 
@@ -286,13 +292,22 @@ mod tests {
     fn the_sandbox_has_no_network_and_a_read_only_root() {
         let a = args(&ProcessConfig::default(), 7, 1024, &[]);
         let a: Vec<String> = a.iter().map(|s| s.to_string_lossy().into_owned()).collect();
-        for must in ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"] {
+        for must in [
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+        ] {
             assert!(a.iter().any(|s| s == must), "{must} missing from {a:?}");
         }
         assert!(!a.iter().any(|s| s == "--share-net"));
         let w = a.windows(2).any(|w| w[0] == "--remount-ro" && w[1] == "/");
         assert!(w, "{a:?}");
-        let w = a.windows(3).any(|w| w[0] == "--ro-bind-fd" && w[1] == "7" && w[2] == APP);
+        let w = a
+            .windows(3)
+            .any(|w| w[0] == "--ro-bind-fd" && w[1] == "7" && w[2] == APP);
         assert!(w, "{a:?}");
     }
 }
