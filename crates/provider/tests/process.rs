@@ -172,7 +172,7 @@ async fn writes_outside_tmp_fail_and_tmp_is_capped() {
     let (status, body) = net.get(&format!("/{cid}/")).await;
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains("WRITTEN"), "{body}");
-    assert_eq!(body.matches(": denied (").count(), 5, "{body}");
+    assert_eq!(body.matches(": denied (").count(), 7, "{body}");
     assert!(body.contains("/tmp: writable"), "{body}");
     assert!(!outside.exists(), "the program wrote on the host");
 

@@ -13,6 +13,8 @@ int main(void) {
     try("/pwned");
     try("/app/pwned");
     try("/etc/pwned");
+    try("/dev/pwned");
+    try("/dev/shm/pwned");
     try("/proc/sys/kernel/hostname");
     const char *outside = getenv("OUTSIDE");
     if (outside) try(outside);

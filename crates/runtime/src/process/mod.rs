@@ -3,7 +3,7 @@
 //!
 //! What a program gets (see [`sandbox`] for the exact bubblewrap arguments): an empty
 //! read-only root, its artifact read-only at `/app` (also its working directory), a
-//! private size-capped `/tmp`, a fresh `/proc` and a minimal `/dev`; new user, pid,
+//! private size-capped `/tmp`, a fresh `/proc` and a minimal read-only `/dev`; new user, pid,
 //! network (loopback only, nothing listening), IPC, UTS and cgroup namespaces; no
 //! capabilities, no new privileges, no nested user namespaces, a new session; rlimits on
 //! CPU time, address space, processes and open files; an unprivileged uid of its own. The

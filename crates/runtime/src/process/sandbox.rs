@@ -52,7 +52,10 @@ fn args(
     }
     push(&fd.to_string());
     push(APP);
-    for s in ["--proc", "/proc", "--dev", "/dev", "--size"] {
+    // `--dev` is a tmpfs the size of half the host's memory, writable by the sandbox:
+    // read-only it stays (the devices in it still work), so memory is only ever written
+    // through the capped `/tmp`.
+    for s in ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--size"] {
         push(s);
     }
     push(&tmp_bytes.to_string());
@@ -303,8 +306,10 @@ mod tests {
             assert!(a.iter().any(|s| s == must), "{must} missing from {a:?}");
         }
         assert!(!a.iter().any(|s| s == "--share-net"));
-        let w = a.windows(2).any(|w| w[0] == "--remount-ro" && w[1] == "/");
-        assert!(w, "{a:?}");
+        for ro in ["/", "/dev"] {
+            let w = a.windows(2).any(|w| w[0] == "--remount-ro" && w[1] == ro);
+            assert!(w, "{ro} is not read-only: {a:?}");
+        }
         let w = a
             .windows(3)
             .any(|w| w[0] == "--ro-bind-fd" && w[1] == "7" && w[2] == APP);
