@@ -57,7 +57,30 @@ pub async fn run(args: InitArgs, _home: &Home, printer: &Printer) -> anyhow::Res
             "pick another name or remove the folder",
         ));
     }
-    let files: Vec<(&str, String)> = match args.lang {
+    let files = template(args.lang, name);
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        if rel.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    printer.data(dir.display());
+    printer.status(format!(
+        "created {name}; next: cd {name} && khachapuri build && khachapuri deploy"
+    ));
+    Ok(())
+}
+
+/// The files of a new function folder in `lang`, named `name`.
+fn template(lang: Lang, name: &str) -> Vec<(&'static str, String)> {
+    match lang {
         Lang::Rust => vec![
             ("Cargo.toml", rust_cargo_toml(name)),
             ("src/lib.rs", RUST_LIB.to_string()),
@@ -93,25 +116,7 @@ pub async fn run(args: InitArgs, _home: &Home, printer: &Printer) -> anyhow::Res
             ),
             (".gitignore", "/target\n".into()),
         ],
-    };
-    for (rel, text) in files {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        #[cfg(unix)]
-        if rel.ends_with(".sh") {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-        }
     }
-    printer.data(dir.display());
-    printer.status(format!(
-        "created {name}; next: cd {name} && khachapuri build && khachapuri deploy"
-    ));
-    Ok(())
 }
 
 fn rust_cargo_toml(name: &str) -> String {

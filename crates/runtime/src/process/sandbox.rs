@@ -55,7 +55,15 @@ fn args(
     // `--dev` is a tmpfs the size of half the host's memory, writable by the sandbox:
     // read-only it stays (the devices in it still work), so memory is only ever written
     // through the capped `/tmp`.
-    for s in ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--size"] {
+    for s in [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--remount-ro",
+        "/dev",
+        "--size",
+    ] {
         push(s);
     }
     push(&tmp_bytes.to_string());
