@@ -3,16 +3,10 @@
 //! called with reqwest.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use khachapuri_chain::{dev_signer, sign_spec, PrivateKeySigner};
-use khachapuri_provider::{Free, Node, NodeConfig};
-use khachapuri_store::Blockstore;
 use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 mod common;
 
