@@ -59,8 +59,10 @@ done
 # What a warm pool could save per request: sandbox start-up vs a bare fork + exec of the
 # same program, N sequential runs each (CPU = user + sys of the children).
 n=200
+# The unpacked program, copied where the sandbox uid may read it (the runtime hands the
+# directory over by descriptor instead; a shell cannot).
 main=$(find "$KHACHAPURI_HOME" -path '*/unpacked/*' -name main | head -1)
-dir=$(dirname "$main")
+dir=$(mktemp -d); chmod 755 "$dir"; cp "$main" "$dir/main"; chmod 555 "$dir/main"
 measure() {
   python3 - "$n" "$@" <<'PY'
 import os, subprocess, sys, time
@@ -79,7 +81,7 @@ PY
 read -r bare_wall bare_cpu < <(measure "$dir/main")
 read -r sb_wall sb_cpu < <(measure bwrap --unshare-all --unshare-user --disable-userns --uid 65534 --gid 65534 \
   --hostname khachapuri --die-with-parent --new-session --cap-drop ALL --ro-bind "$dir" /app \
-  --proc /proc --dev /dev --size 16777216 --tmpfs /tmp --remount-ro / --chdir /app --clearenv -- /app/main)
+  --proc /proc --dev /dev --remount-ro /dev --size 16777216 --tmpfs /tmp --remount-ro / --chdir /app --clearenv -- /app/main)
 
 {
   echo "# Native (process) load benchmark"
