@@ -30,15 +30,33 @@ pub async fn warn_unadvertised(
             None
         }
     };
-    let Some(runtimes) = doc.as_ref().and_then(|d| d["runtimes"].as_array()) else {
-        return;
-    };
-    let wanted = runtime.to_string();
-    if !runtimes.iter().any(|r| r.as_str() == Some(wanted.as_str())) {
-        let offered: Vec<&str> = runtimes.iter().filter_map(|r| r.as_str()).collect();
+    if let Some(offered) = doc.and_then(|d| lacks(&d, runtime)) {
         printer.status(format!(
-            "warning: provider {name} does not advertise the `{wanted}` runtime (it runs: {}); its calls will answer 501",
-            offered.join(", ")
+            "warning: provider {name} does not advertise the `{runtime}` runtime (it runs: {offered}); its calls will answer 501"
         ));
+    }
+}
+
+/// The runtimes a well-known document offers, comma-separated, when `runtime` is not
+/// among them; `None` when it is, or when the document lists none (older nodes).
+fn lacks(doc: &serde_json::Value, runtime: RuntimeKind) -> Option<String> {
+    let runtimes = doc["runtimes"].as_array()?;
+    let offered: Vec<&str> = runtimes.iter().filter_map(|r| r.as_str()).collect();
+    (!offered.contains(&runtime.as_str())).then(|| offered.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_only_when_the_runtime_is_missing() {
+        let doc = serde_json::json!({"runtimes": ["wasi-http", "wagi"]});
+        assert_eq!(
+            lacks(&doc, RuntimeKind::Process).as_deref(),
+            Some("wasi-http, wagi")
+        );
+        assert_eq!(lacks(&doc, RuntimeKind::Wagi), None);
+        assert_eq!(lacks(&serde_json::json!({}), RuntimeKind::Process), None);
     }
 }
