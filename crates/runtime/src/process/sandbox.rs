@@ -128,6 +128,22 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (BytesMut, bo
     }
 }
 
+/// Reads to the end, keeping the first `keep` bytes: a program logging a lot to stderr
+/// is neither blocked nor killed by a closed pipe.
+async fn drain_keeping(mut r: impl AsyncRead + Unpin, keep: usize) -> BytesMut {
+    let mut kept = BytesMut::with_capacity(keep);
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = keep.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buf[..room]);
+            }
+        }
+    }
+}
+
 /// Kills the sandbox: bubblewrap's process group (bubblewrap itself; the program is in
 /// its own session inside), and bubblewrap with it, whose death takes the pid namespace
 /// and so every process of the call.
@@ -203,7 +219,7 @@ pub(crate) async fn run(
         };
         let err = async {
             match stderr {
-                Some(s) => read_capped(s, STDERR_KEEP).await.0,
+                Some(s) => drain_keeping(s, STDERR_KEEP).await,
                 None => BytesMut::new(),
             }
         };
