@@ -115,6 +115,8 @@ fn dev_deploy_call_escrow_and_stop() {
     for (name, lang, expect) in [
         ("fn-c", "c", "(C via wagi) GET /"),
         ("fn-rust", "rust", "Hello from Khachapuri!"),
+        // `khachapuri dev` runs `process` (bubblewrap is installed by scripts/setup).
+        ("fn-native", "native", "(native via process) GET /"),
     ] {
         dev.ok_in(&["init", name, "--lang", lang], work.path());
         let dir = work.path().join(name);

@@ -67,6 +67,8 @@ pub(crate) async fn start_provider(plan: ProviderPlan<'_>, wallet: &Chain) -> Re
         data_dir: plan.data_dir.clone(),
         gateways: vec![plan.store_url.clone()],
         free: plan.prices.is_none(),
+        // The developer's own machine: native programs run too (`provider run` opts in).
+        runtimes: NodeConfig::local_runtimes(),
         ..NodeConfig::default()
     };
     if let Some(edit) = plan.options.edit_node {

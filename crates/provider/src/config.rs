@@ -92,10 +92,43 @@ pub struct NodeConfig {
     pub max_queued_compiles: usize,
     /// Budget from a call's arrival at the compile gate to prepared code (ms).
     pub compile_timeout_ms: u64,
+    /// The runtimes this node runs and advertises (`wasi-http`, `wagi`, `process`); a
+    /// spec asking for another gets 501. `process` (native programs under bubblewrap)
+    /// is opt-in: it runs code compiled by strangers on the host kernel, so an operator
+    /// enables it deliberately (`khachapuri dev` does, on the developer's own machine).
+    pub runtimes: Vec<String>,
+    /// The bubblewrap binary the `process` runtime sandboxes programs with.
+    pub bwrap: PathBuf,
+    /// Bytes of unpacked `process` artifacts kept under `data_dir/unpacked` (least
+    /// recently used deleted first), so many archives cannot fill the disk.
+    pub max_unpacked_disk_bytes: u64,
+    /// Bytes one `process` archive may unpack to (counted as decompressed): a zip bomb
+    /// stops here.
+    pub max_unpacked_bytes: u64,
+    /// Entries one `process` archive may hold.
+    pub max_archive_entries: u64,
+    /// Size of the private `/tmp` of one `process` call (tmpfs: memory).
+    pub process_tmp_bytes: u64,
+    /// Processes one `process` call may have at once (`RLIMIT_NPROC`): stops fork bombs.
+    pub process_max_processes: u64,
+    /// Open files per sandboxed process (`RLIMIT_NOFILE`).
+    pub process_max_open_files: u64,
+    /// First of the otherwise unused uids `process` sandboxes run as, one per running
+    /// call (below 2^31); see `process_uids`.
+    pub process_uid_base: u32,
+    /// How many uids from `process_uid_base` (at least `max_instances`).
+    pub process_uids: u32,
+    /// Host directories bound read-only into every `process` sandbox (e.g. `/usr`,
+    /// `/lib`, `/lib64` to allow dynamically linked programs); none by default, so
+    /// programs must be static and see nothing of the host.
+    pub process_host_dirs: Vec<PathBuf>,
     /// How calls are paid (chain, escrow, prices, operator key); absent or `free = true`
     /// means every call is free.
     pub payments: Option<PaymentsConfig>,
 }
+
+/// The runtimes a node can run; `process` only when listed in [`NodeConfig::runtimes`].
+pub const KNOWN_RUNTIMES: [&str; 3] = ["wasi-http", "wagi", "process"];
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -134,6 +167,17 @@ impl Default for NodeConfig {
             max_concurrent_compiles: 2,
             max_queued_compiles: 32,
             compile_timeout_ms: 120_000,
+            runtimes: vec!["wasi-http".into(), "wagi".into()],
+            bwrap: PathBuf::from("bwrap"),
+            max_unpacked_disk_bytes: 4 << 30,
+            max_unpacked_bytes: 512 << 20,
+            max_archive_entries: 10_000,
+            process_tmp_bytes: 16 << 20,
+            process_max_processes: 32,
+            process_max_open_files: 64,
+            process_uid_base: 1_800_000_000,
+            process_uids: 1024,
+            process_host_dirs: Vec::new(),
             payments: None,
         }
     }
@@ -184,6 +228,30 @@ impl NodeConfig {
         if self.max_block_cache_bytes < self.max_artifact_bytes.saturating_mul(2) {
             return bad("max_block_cache_bytes must be at least twice max_artifact_bytes");
         }
+        for r in &self.runtimes {
+            if !KNOWN_RUNTIMES.contains(&r.as_str()) {
+                return Err(ProviderError::Config(format!(
+                    "unknown runtime {r:?} in runtimes (known: {})",
+                    KNOWN_RUNTIMES.join(", ")
+                )));
+            }
+        }
+        if self.runs("process") {
+            if (self.process_uids as usize) < self.max_instances {
+                return bad(
+                    "process_uids must be at least max_instances (one uid per running call)",
+                );
+            }
+            if u64::from(self.process_uid_base) + u64::from(self.process_uids) > 1 << 31 {
+                return bad("process_uid_base + process_uids must stay below 2^31");
+            }
+            if self.process_tmp_bytes == 0
+                || self.process_max_processes == 0
+                || self.process_max_open_files < 8
+            {
+                return bad("process_tmp_bytes and process_max_processes must be at least 1, process_max_open_files at least 8");
+            }
+        }
         if let (Some(p), false) = (&self.payments, self.free) {
             p.validate()?;
         }
@@ -195,6 +263,54 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// Every known runtime, `process` only when bubblewrap runs on this machine: what
+    /// the providers of `khachapuri dev` (the developer's own machine) enable. Runs
+    /// `bwrap --version` once (a few milliseconds, at startup).
+    pub fn local_runtimes() -> Vec<String> {
+        let bwrap = Self::default().bwrap;
+        let ok = std::process::Command::new(&bwrap)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            tracing::warn!("bubblewrap (bwrap) not found: the `process` runtime stays off (install it with scripts/setup)");
+        }
+        KNOWN_RUNTIMES
+            .iter()
+            .filter(|r| ok || **r != "process")
+            .map(|r| (*r).to_string())
+            .collect()
+    }
+
+    /// Whether `runtime` (the spec's spelling) is enabled on this node.
+    pub fn runs(&self, runtime: &str) -> bool {
+        self.runtimes.iter().any(|r| r == runtime)
+    }
+
+    /// The `process` runtime's settings, when it is enabled.
+    pub fn process_config(&self) -> Option<khachapuri_runtime::ProcessConfig> {
+        if !self.runs("process") {
+            return None;
+        }
+        Some(khachapuri_runtime::ProcessConfig {
+            bwrap: self.bwrap.clone(),
+            dir: self.data_dir.join("unpacked"),
+            max_disk_bytes: self.max_unpacked_disk_bytes,
+            unpack: khachapuri_runtime::UnpackLimits {
+                max_bytes: self.max_unpacked_bytes,
+                max_entries: self.max_archive_entries,
+            },
+            tmp_bytes: self.process_tmp_bytes,
+            max_processes: self.process_max_processes,
+            max_open_files: self.process_max_open_files,
+            uid_base: self.process_uid_base,
+            uids: self.process_uids,
+            host_dirs: self.process_host_dirs.clone(),
+        })
     }
 
     /// Fetch timeout as a duration.
@@ -231,6 +347,21 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(c.validate().is_err());
+        let c = NodeConfig {
+            runtimes: vec!["docker".into()],
+            ..NodeConfig::default()
+        };
+        assert!(c.validate().is_err(), "unknown runtimes are refused");
+        let c = NodeConfig {
+            runtimes: vec!["process".into()],
+            process_uids: 4,
+            ..NodeConfig::default()
+        };
+        assert!(c.validate().is_err(), "fewer uids than instances");
+        assert!(
+            NodeConfig::default().process_config().is_none(),
+            "process is opt-in"
+        );
         let parsed: Result<NodeConfig, _> = toml::from_str("listen = \"127.0.0.1:0\"\nbogus = 1");
         assert!(parsed.is_err(), "unknown keys are refused");
     }

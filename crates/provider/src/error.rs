@@ -33,6 +33,14 @@ pub enum ProviderError {
     /// The CID does not name a deployment this node can run.
     #[error("{0}")]
     Spec(String),
+    /// The spec asks for a runtime this node does not run (`process` is opt-in).
+    #[error("this provider does not run `{runtime}` functions (it runs: {offered})")]
+    RuntimeUnavailable {
+        /// The runtime the spec asks for.
+        runtime: &'static str,
+        /// The node's `runtimes`, comma-separated.
+        offered: String,
+    },
     /// The spec was sealed to another provider or signed by someone else.
     #[error("{0}")]
     Forbidden(String),
@@ -93,6 +101,7 @@ impl ProviderError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Fetch { .. } => StatusCode::BAD_GATEWAY,
             Self::Spec(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RuntimeUnavailable { .. } => StatusCode::NOT_IMPLEMENTED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Busy(_)
@@ -115,6 +124,7 @@ impl ProviderError {
             Self::NotFound { .. } => "not_found",
             Self::Fetch { .. } => "fetch",
             Self::Spec(_) => "spec",
+            Self::RuntimeUnavailable { .. } => "runtime_unavailable",
             Self::Forbidden(_) => "forbidden",
             Self::RequestTooLarge { .. } => "request_too_large",
             Self::Busy(_) => "busy",
@@ -141,6 +151,9 @@ impl ProviderError {
                 Some("retry after the number of seconds in Retry-After")
             }
             Self::RequestTooLarge { .. } => Some("send a smaller body"),
+            Self::RuntimeUnavailable { .. } => Some(
+                "deploy to a provider whose /.well-known/khachapuri lists this runtime under `runtimes`",
+            ),
             Self::Payment { error, .. } => Some(payment_hint(error)),
             _ => None,
         }

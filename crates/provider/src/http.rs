@@ -103,7 +103,7 @@ async fn well_known(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "x25519_public_key": node.x25519_public_hex(),
         "version": env!("CARGO_PKG_VERSION"),
         "free": node.admission.is_free(),
-        "runtimes": ["wasi-http", "wagi"],
+        "runtimes": c.runtimes,
         "limits": {
             "max_timeout_ms": c.max_timeout_ms,
             "default_timeout_ms": c.default_timeout_ms,

@@ -18,7 +18,7 @@ mod tunnel;
 pub use admission::{
     Admission, BoxFuture, CallInfo, CallLimits, Free, SignatureLimitStats, Ticket, Usage,
 };
-pub use config::NodeConfig;
+pub use config::{NodeConfig, KNOWN_RUNTIMES};
 pub use error::ProviderError;
 pub use http::router;
 pub use khachapuri_runtime::CacheUsage;

@@ -178,6 +178,7 @@ pub(crate) fn render_caches(u: &crate::NodeCacheUsage) -> String {
         ("deployments", u.deployments),
         ("prepared", u.prepared),
         ("compiled_disk", u.compiled_disk),
+        ("unpacked_disk", u.unpacked_disk),
     ];
     let blocks = khachapuri_runtime::CacheUsage {
         bytes: u.blocks.bytes,

@@ -118,6 +118,8 @@ pub struct NodeCacheUsage {
     pub prepared: CacheUsage,
     /// Compiled code on disk (`max_compiled_disk_bytes`).
     pub compiled_disk: CacheUsage,
+    /// Unpacked `process` artifacts on disk (`max_unpacked_disk_bytes`).
+    pub unpacked_disk: CacheUsage,
     /// Blocks fetched from gateways, on disk (`max_block_cache_bytes`); pinned blocks
     /// are not counted.
     pub blocks: khachapuri_store::BlockCacheUsage,
@@ -169,6 +171,7 @@ impl Node {
             max_limits: caps,
             max_memory_cache_bytes: config.max_compiled_memory_bytes,
             max_disk_cache_bytes: config.max_compiled_disk_bytes,
+            process: config.process_config(),
             ..RuntimeConfig::default()
         })
         .map_err(|e| ProviderError::Config(e.to_string()))?;
@@ -327,6 +330,7 @@ impl Node {
             deployments: self.deployments.usage(),
             prepared: self.runtime.memory_cache_usage(),
             compiled_disk: self.runtime.disk_cache_usage(),
+            unpacked_disk: self.runtime.unpacked_cache_usage(),
             blocks: self.store.local().usage(),
         }
     }
@@ -371,12 +375,14 @@ impl Node {
         let kind = match spec.runtime {
             RuntimeKind::WasiHttp => GuestKind::WasiHttp,
             RuntimeKind::Wagi => GuestKind::Wagi,
-            RuntimeKind::Process => {
-                return Err(ProviderError::Spec(
-                    "this provider does not run `process` deployments".into(),
-                ))
-            }
+            RuntimeKind::Process => GuestKind::Process,
         };
+        if !self.config.runs(kind.as_str()) || !self.runtime.runs(kind) {
+            return Err(ProviderError::RuntimeUnavailable {
+                runtime: kind.as_str(),
+                offered: self.config.runtimes.join(", "),
+            });
+        }
         let artifact: Cid = spec.artifact.parse().map_err(|_| {
             ProviderError::Spec(format!("artifact {:?} is not a CID", spec.artifact))
         })?;

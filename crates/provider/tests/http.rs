@@ -3,118 +3,16 @@
 //! called with reqwest.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use khachapuri_chain::{sign_spec, PrivateKeySigner};
 use khachapuri_devnet::dev_signer;
-use khachapuri_provider::{Free, Node, NodeConfig};
-use khachapuri_store::Blockstore;
 use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-struct Net {
-    url: String,
-    blocks: Blockstore,
-    stop: watch::Sender<bool>,
-    _dirs: Vec<tempfile::TempDir>,
-}
+mod common;
 
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn start(tweak: impl FnOnce(&mut NodeConfig)) -> Net {
-    let store_dir = tempfile::tempdir().unwrap();
-    let node_dir = tempfile::tempdir().unwrap();
-    let blocks = Blockstore::open(store_dir.path()).unwrap();
-    let (stop, rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-
-    let store_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store_url = format!("http://{}", store_listener.local_addr().unwrap());
-    tokio::spawn(khachapuri_store::serve(
-        store_listener,
-        blocks.clone(),
-        stopped(rx.clone()),
-    ));
-
-    let mut config = NodeConfig {
-        data_dir: node_dir.path().to_path_buf(),
-        gateways: vec![store_url],
-        free: true,
-        max_instances: 8,
-        default_timeout_ms: 2_000,
-        fetch_timeout_ms: 5_000,
-        ..NodeConfig::default()
-    };
-    tweak(&mut config);
-    let node = Node::new(config, Box::new(Free)).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(khachapuri_provider::serve(
-        listener,
-        Arc::new(node),
-        stopped(rx),
-    ));
-    Net {
-        url,
-        blocks,
-        stop,
-        _dirs: vec![store_dir, node_dir],
-    }
-}
-
-impl Net {
-    /// Imports bytes into the store the provider reads from.
-    fn put(&self, data: &[u8]) -> Cid {
-        let (imported, blocks) = khachapuri_store::import_bytes(data).unwrap();
-        for b in blocks {
-            self.blocks.put(&b.cid, &b.data).unwrap();
-        }
-        imported.cid
-    }
-
-    /// Deploys `wasm` as a public spec signed by [`owner`].
-    fn deploy(&self, wasm: &Bytes, runtime: RuntimeKind, edit: impl FnOnce(&mut Spec)) -> String {
-        let mut spec = self.spec(wasm, runtime);
-        edit(&mut spec);
-        sign_spec(&mut spec, &owner()).unwrap();
-        self.put(&Envelope::Public { spec }.to_bytes()).to_string()
-    }
-
-    /// An unsigned spec for `wasm`, its artifact stored.
-    fn spec(&self, wasm: &Bytes, runtime: RuntimeKind) -> Spec {
-        Spec::new(self.put(wasm).to_string(), runtime, 1)
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let r = client()
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-}
-
-/// The deployments' owner in these tests.
-fn owner() -> PrivateKeySigner {
-    dev_signer(1)
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
+use common::client;
+use common::free::{owner, start};
 
 #[tokio::test]
 async fn examples_answer_over_http() {
@@ -546,7 +444,7 @@ async fn sealed_specs_open_only_at_their_provider() {
     );
 
     // The decrypted spec never reached the node's disk.
-    for file in files_under(a._dirs[1].path()) {
+    for file in files_under(a.dirs[1].path()) {
         let data = std::fs::read(&file).unwrap();
         assert!(
             !contains(&data, SECRET),

@@ -196,6 +196,7 @@ fn load_file(engine: &Engine, path: &Path, kind: GuestKind) -> wasmtime::Result<
         Ok(match kind {
             GuestKind::WasiHttp => Code::Component(Component::deserialize_file(engine, path)?),
             GuestKind::Wagi => Code::Module(Module::deserialize_file(engine, path)?),
+            GuestKind::Process => wasmtime::bail!("a process artifact has no compiled code"),
         })
     }
 }

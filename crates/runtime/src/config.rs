@@ -10,6 +10,9 @@ pub enum GuestKind {
     WasiHttp,
     /// A WASI preview1 command module speaking CGI on stdin/stdout.
     Wagi,
+    /// A native x86-64 Linux program (`main` in a tar or zip) speaking CGI, run under
+    /// bubblewrap; only when the runtime has a [`ProcessConfig`].
+    Process,
 }
 
 impl GuestKind {
@@ -18,6 +21,7 @@ impl GuestKind {
         match self {
             GuestKind::WasiHttp => "wasi-http",
             GuestKind::Wagi => "wagi",
+            GuestKind::Process => "process",
         }
     }
 
@@ -26,6 +30,7 @@ impl GuestKind {
         match s {
             "wasi-http" => Some(GuestKind::WasiHttp),
             "wagi" => Some(GuestKind::Wagi),
+            "process" => Some(GuestKind::Process),
             _ => None,
         }
     }
@@ -96,6 +101,9 @@ pub struct RuntimeConfig {
     /// Bytes of `*.cwasm` files kept in the disk cache (least recently used deleted
     /// first), so the compiled code of many artifacts cannot fill the disk.
     pub max_disk_cache_bytes: u64,
+    /// The `process` runtime (native programs under bubblewrap); `None` leaves it off,
+    /// and preparing a `process` artifact is refused.
+    pub process: Option<ProcessConfig>,
 }
 
 impl Default for RuntimeConfig {
@@ -108,6 +116,59 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
             max_memory_cache_bytes: 512 << 20,
             max_disk_cache_bytes: 4 << 30,
+            process: None,
+        }
+    }
+}
+
+/// How native programs are unpacked and sandboxed. Every bound is here so an operator
+/// can tighten it; the defaults suit a small CGI program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// The bubblewrap binary (Debian package `bubblewrap`).
+    pub bwrap: PathBuf,
+    /// Where artifacts are unpacked, one read-only directory per artifact CID, reused
+    /// across calls and restarts.
+    pub dir: PathBuf,
+    /// Bytes of unpacked artifacts kept under `dir` (least recently used deleted first),
+    /// so strangers naming many archives cannot fill the disk.
+    pub max_disk_bytes: u64,
+    /// Bounds on one archive (bytes unpacked, entries): a zip bomb stops here.
+    pub unpack: crate::UnpackLimits,
+    /// Size of the private `/tmp` of one call (a tmpfs, i.e. memory): the only writable
+    /// place a program has.
+    pub tmp_bytes: u64,
+    /// `RLIMIT_NPROC` of a call's sandbox (bubblewrap's own processes included): a fork
+    /// bomb stops here. It counts per uid, hence [`ProcessConfig::uid_base`].
+    pub max_processes: u64,
+    /// `RLIMIT_NOFILE` of each sandboxed process.
+    pub max_open_files: u64,
+    /// First of the uids sandboxes run as (outside their user namespace). Each call takes
+    /// its own from `uid_base .. uid_base + uids`, so one call's processes never count
+    /// against another's `RLIMIT_NPROC` and no sandbox can signal another; they must be
+    /// uids nothing else on the host uses, below 2^31 (bubblewrap maps them one to one).
+    pub uid_base: u32,
+    /// How many uids from `uid_base` (at least `max_instances`; more delays reuse).
+    pub uids: u32,
+    /// Host directories bound read-only at the same path (e.g. `/usr`, `/lib`, `/lib64`
+    /// for dynamically linked programs or scripts). Empty by default: the program sees
+    /// nothing of the host, so artifacts must be static.
+    pub host_dirs: Vec<PathBuf>,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig {
+            bwrap: PathBuf::from("bwrap"),
+            dir: PathBuf::from("unpacked"),
+            max_disk_bytes: 4 << 30,
+            unpack: crate::UnpackLimits::default(),
+            tmp_bytes: 16 << 20,
+            max_processes: 32,
+            max_open_files: 64,
+            uid_base: 1_800_000_000,
+            uids: 1024,
+            host_dirs: Vec::new(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub enum RuntimeError {
     /// The request could not be handed to the guest (e.g. the client's body stream failed).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The runtime the spec asks for is not enabled on this node (`process` is opt-in).
+    #[error("this node does not run `{0}` functions")]
+    Unavailable(crate::GuestKind),
     /// A fault on our side: disk cache I/O, engine setup, a panicked compile task.
     #[error("runtime failure: {0}")]
     Internal(String),
@@ -64,6 +67,7 @@ impl RuntimeError {
             RuntimeError::RequestTimeout => 408,
             RuntimeError::Deadline(_) => 504,
             RuntimeError::Busy(_) => 503,
+            RuntimeError::Unavailable(_) => 501,
             RuntimeError::ResponseTooLarge { .. } | RuntimeError::BadResponse(_) => 502,
             RuntimeError::InvalidArtifact { .. }
             | RuntimeError::Trap(_)
@@ -92,7 +96,7 @@ impl RuntimeError {
             RuntimeError::Busy(_) => FaultKind::Busy,
             RuntimeError::BadResponse(_) => FaultKind::BadResponse,
             RuntimeError::BadRequest(_) | RuntimeError::RequestTimeout => FaultKind::BadRequest,
-            RuntimeError::Internal(_) => FaultKind::Internal,
+            RuntimeError::Unavailable(_) | RuntimeError::Internal(_) => FaultKind::Internal,
         }
     }
 }

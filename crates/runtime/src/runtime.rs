@@ -15,6 +15,7 @@ use crate::cache::{Code, DiskCache};
 use crate::engine::{build_engine, fingerprint, EpochTicker};
 use crate::lru::{CacheUsage, OnceLru};
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::process::{ProcessRuntime, Program};
 use crate::state::{HttpState, WagiState};
 use crate::{http_guest, wagi, CallOptions, GuestKind, RuntimeConfig, RuntimeError};
 
@@ -30,6 +31,8 @@ struct Inner {
     http_linker: ComponentLinker<HttpState>,
     wagi_linker: Linker<WagiState>,
     disk: Option<DiskCache>,
+    /// The `process` runtime, when configured ([`RuntimeConfig::process`]).
+    process: Option<ProcessRuntime>,
     /// Linked code by artifact CID, bounded in bytes of compiled code
     /// ([`RuntimeConfig::max_memory_cache_bytes`]).
     prepared: OnceLru<Prepared>,
@@ -58,6 +61,7 @@ struct PreparedInner {
 enum Pre {
     Http(ProxyPre<HttpState>),
     Wagi(InstancePre<WagiState>),
+    Process(Program),
 }
 
 /// Where a [`Prepared`] function's compiled code came from when it was first prepared.
@@ -128,6 +132,11 @@ impl Runtime {
             ),
             None => None,
         };
+        let process = config
+            .process
+            .clone()
+            .map(ProcessRuntime::new)
+            .transpose()?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -135,6 +144,7 @@ impl Runtime {
                 http_linker,
                 wagi_linker,
                 disk,
+                process,
                 prepared: OnceLru::new(config.max_memory_cache_bytes),
                 slots: Arc::new(Semaphore::new(config.max_instances.max(1) as usize)),
                 config,
@@ -173,9 +183,31 @@ impl Runtime {
             .unwrap_or_default()
     }
 
-    /// The prepared function for `cid` if it is in memory: the hot path, no I/O.
+    /// How full the directory of unpacked `process` artifacts is; zero without one.
+    pub fn unpacked_cache_usage(&self) -> CacheUsage {
+        self.inner
+            .process
+            .as_ref()
+            .map(ProcessRuntime::usage)
+            .unwrap_or_default()
+    }
+
+    /// Whether this runtime runs guests of `kind` (`process` only when configured).
+    pub fn runs(&self, kind: GuestKind) -> bool {
+        kind != GuestKind::Process || self.inner.process.is_some()
+    }
+
+    /// The prepared function for `cid` if it is in memory: the hot path, no I/O (but a
+    /// `stat` for a `process` program, whose unpacked directory the disk cache may have
+    /// deleted: then it is a miss and the caller unpacks it again).
     pub fn get(&self, cid: &str) -> Option<Prepared> {
-        let found = self.inner.prepared.get(cid);
+        let mut found = self.inner.prepared.get(cid);
+        if let Some(Pre::Process(program)) = found.as_ref().map(|p| &p.inner.pre) {
+            if !program.present() {
+                self.inner.prepared.remove(cid);
+                found = None;
+            }
+        }
         if found.is_some() {
             self.inner.metrics.memory_hit();
         }
@@ -193,7 +225,7 @@ impl Runtime {
         if let Some(p) = self.get(cid) {
             return check_kind(p, kind).map(Some);
         }
-        if self.inner.disk.is_none() {
+        if self.inner.disk.is_none() && kind != GuestKind::Process {
             return Ok(None);
         }
         let this = self.clone();
@@ -364,23 +396,20 @@ impl Runtime {
             }
             Pre::Wagi(pre) => {
                 // CGI reads stdin whole: collect first, then take a slot.
-                let body = match Limited::new(body, limit).collect().await {
-                    Ok(c) => c.to_bytes(),
-                    Err(e) if e.is::<LengthLimitError>() => {
-                        return Err(RuntimeError::RequestTooLarge { limit })
-                    }
-                    Err(e) if crate::body::is_timeout(&*e) => {
-                        return Err(RuntimeError::RequestTimeout)
-                    }
-                    Err(e) => {
-                        return Err(RuntimeError::BadRequest(format!(
-                            "reading request body: {e}"
-                        )))
-                    }
-                };
+                let body = collect_body(body, limit).await?;
                 let _slot = slot()?;
                 let req = http::Request::from_parts(parts, body);
                 let resp = wagi::call(&self.inner.engine, pre, req, opts).await?;
+                Ok(resp.map(GuestBody::full))
+            }
+            Pre::Process(program) => {
+                let Some(process) = &self.inner.process else {
+                    return Err(RuntimeError::Unavailable(GuestKind::Process));
+                };
+                let body = collect_body(body, limit).await?;
+                let _slot = slot()?;
+                let req = http::Request::from_parts(parts, body);
+                let resp = process.call(program, req, opts).await?;
                 Ok(resp.map(GuestBody::full))
             }
         }
@@ -396,8 +425,19 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(format!("compile task failed: {e}")))
     }
 
-    /// Blocking: loads compiled code from disk and links it.
+    /// Blocking: loads compiled code from disk and links it (for `process`: finds the
+    /// unpacked directory).
     fn load_from_disk(&self, cid: &str, kind: GuestKind) -> Result<Option<Prepared>, RuntimeError> {
+        if kind == GuestKind::Process {
+            let process = self.process()?;
+            let found = process
+                .lookup(cid)
+                .map(|p| self.program(cid, p, Origin::DiskCache));
+            if found.is_some() {
+                self.inner.metrics.disk_hit();
+            }
+            return Ok(found);
+        }
         let Some(disk) = &self.inner.disk else {
             return Ok(None);
         };
@@ -414,8 +454,34 @@ impl Runtime {
         Ok(Some(p))
     }
 
-    /// Blocking: compiles, writes the disk cache, links.
+    fn process(&self) -> Result<&ProcessRuntime, RuntimeError> {
+        self.inner
+            .process
+            .as_ref()
+            .ok_or(RuntimeError::Unavailable(GuestKind::Process))
+    }
+
+    fn program(&self, cid: &str, program: Program, origin: Origin) -> Prepared {
+        Prepared {
+            inner: Arc::new(PreparedInner {
+                cid: cid.to_owned(),
+                kind: GuestKind::Process,
+                origin,
+                // In memory it is only a path; its bytes count in the unpack cache.
+                code_bytes: 1024,
+                pre: Pre::Process(program),
+            }),
+        }
+    }
+
+    /// Blocking: compiles, writes the disk cache, links (for `process`: unpacks).
     fn compile(&self, cid: &str, kind: GuestKind, wasm: &[u8]) -> Result<Prepared, RuntimeError> {
+        if kind == GuestKind::Process {
+            let program = self.process()?.unpack(cid, wasm)?;
+            self.inner.metrics.compile();
+            tracing::info!(cid, dir = %program.dir.display(), "unpacked native program");
+            return Ok(self.program(cid, program, Origin::Compiled));
+        }
         let invalid = |e: wasmtime::Error| RuntimeError::InvalidArtifact {
             kind,
             reason: format!("{e:#}"),
@@ -433,6 +499,7 @@ impl Runtime {
                 let s = self.inner.disk.as_ref().map(|_| m.serialize());
                 (Code::Module(m), s)
             }
+            GuestKind::Process => return Err(RuntimeError::Unavailable(kind)),
         };
         self.inner.metrics.compile();
         tracing::info!(
@@ -492,6 +559,22 @@ impl Runtime {
                 pre,
             }),
         })
+    }
+}
+
+/// The whole request body (CGI reads stdin whole), at most `limit` bytes.
+async fn collect_body<B>(body: B, limit: usize) -> Result<Bytes, RuntimeError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(RuntimeError::RequestTooLarge { limit }),
+        Err(e) if crate::body::is_timeout(&*e) => Err(RuntimeError::RequestTimeout),
+        Err(e) => Err(RuntimeError::BadRequest(format!(
+            "reading request body: {e}"
+        ))),
     }
 }
 

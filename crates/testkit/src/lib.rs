@@ -6,5 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 mod guests;
+mod native;
 
 pub use guests::{c_hello, echo, faults, hello, root, rust_guest, rust_guest_path, wagi_wat};
+pub use native::{native_c, native_hello, tar_of, tar_with_symlink, zip_bomb};

@@ -24,7 +24,8 @@ use crate::output::{hint, Printer};
 /// Arguments of `deploy`.
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Function folder (with khachapuri.toml) or a built `.wasm` file.
+    /// Function folder (with khachapuri.toml), a built `.wasm` file, or a `.tar`/`.zip`
+    /// holding a native `main` (runtime `process`).
     #[arg(default_value = ".")]
     pub target: PathBuf,
     /// Provider (registry name) to seal the spec to (default: the manifest's `provider`,
@@ -119,6 +120,7 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         args.target.display(),
         function.artifact.len()
     ));
+    let runtime = function.runtime;
     let published = khachapuri_publish::publish(&kubo, function, target.as_ref(), &signer)
         .await
         .map_err(|e| {
@@ -127,6 +129,14 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
                 "is `khachapuri dev` (or your IPFS node) running? `khachapuri info` shows the store URL",
             )
         })?;
+    let (url, name) = match &target {
+        Some(t) => (Some(t.record.url.clone()), t.record.name.as_str()),
+        None => (
+            profile.providers.first().map(|p| p.url.clone()),
+            "(default)",
+        ),
+    };
+    super::deploy_check::warn_unadvertised(url.as_deref(), name, runtime, printer).await;
     print_published(
         &args,
         &profile,
@@ -153,7 +163,7 @@ async fn load_function(
     } else {
         return Err(hint(
             format!("{} does not exist", args.target.display()),
-            "pass a function folder (with khachapuri.toml) or a .wasm file",
+            "pass a function folder (with khachapuri.toml), a .wasm file, or a .tar/.zip with a native `main`",
         ));
     };
     let artifact = tokio::fs::read(&artifact_path)
@@ -383,14 +393,18 @@ async fn sponsor_voucher(
     })
 }
 
-/// A component (layer 1) runs as wasi-http, a core module as wagi.
+/// A component (layer 1) runs as wasi-http, a core module as wagi, a tar or zip (of a
+/// native `main`) as process.
 fn detect_runtime(wasm: &[u8]) -> anyhow::Result<RuntimeKind> {
+    let tar = wasm.get(257..262) == Some(b"ustar".as_slice());
+    let zip = wasm.starts_with(b"PK\x03\x04");
     match wasm.get(0..8) {
         Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(RuntimeKind::WasiHttp),
         Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Ok(RuntimeKind::Wagi),
+        _ if tar || zip => Ok(RuntimeKind::Process),
         _ => Err(hint(
-            "the file is not WebAssembly",
-            "pass --runtime process for a native executable archive",
+            "the file is neither WebAssembly nor a tar/zip archive",
+            "deploy a .wasm, or a .tar/.zip with a native `main` at its root (runtime process)",
         )),
     }
 }
@@ -410,5 +424,12 @@ mod tests {
             RuntimeKind::Wagi
         );
         assert!(detect_runtime(b"\x7fELF....").is_err());
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert_eq!(detect_runtime(&tar).expect("tar"), RuntimeKind::Process);
+        assert_eq!(
+            detect_runtime(b"PK\x03\x04rest").expect("zip"),
+            RuntimeKind::Process
+        );
     }
 }

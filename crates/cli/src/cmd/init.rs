@@ -1,4 +1,4 @@
-//! `khachapuri init NAME [--lang rust|c]`: a new function folder that builds out of the
+//! `khachapuri init NAME [--lang rust|c|native]`: a new function folder that builds out of the
 //! box. The templates are the repository's own examples, so they stay tested.
 
 use std::path::Path;
@@ -16,6 +16,8 @@ pub enum Lang {
     Rust,
     /// C, a WASI preview1 module speaking CGI (wagi), built with clang + wasi-libc.
     C,
+    /// C, a static native Linux program speaking CGI (process), tarred as `main`.
+    Native,
 }
 
 /// Arguments of `init`.
@@ -31,6 +33,8 @@ pub struct InitArgs {
 const RUST_LIB: &str = include_str!("../../../../examples/hello/src/lib.rs");
 const C_MAIN: &str = include_str!("../../../../examples/c-hello/main.c");
 const C_BUILD: &str = include_str!("../../../../examples/c-hello/build.sh");
+const NATIVE_MAIN: &str = include_str!("../../../../examples/native-hello/main.c");
+const NATIVE_BUILD: &str = include_str!("../../../../examples/native-hello/build.sh");
 
 /// Writes the template.
 pub async fn run(args: InitArgs, _home: &Home, printer: &Printer) -> anyhow::Result<()> {
@@ -53,7 +57,30 @@ pub async fn run(args: InitArgs, _home: &Home, printer: &Printer) -> anyhow::Res
             "pick another name or remove the folder",
         ));
     }
-    let files: Vec<(&str, String)> = match args.lang {
+    let files = template(args.lang, name);
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        if rel.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    printer.data(dir.display());
+    printer.status(format!(
+        "created {name}; next: cd {name} && khachapuri build && khachapuri deploy"
+    ));
+    Ok(())
+}
+
+/// The files of a new function folder in `lang`, named `name`.
+fn template(lang: Lang, name: &str) -> Vec<(&'static str, String)> {
+    match lang {
         Lang::Rust => vec![
             ("Cargo.toml", rust_cargo_toml(name)),
             ("src/lib.rs", RUST_LIB.to_string()),
@@ -80,25 +107,16 @@ pub async fn run(args: InitArgs, _home: &Home, printer: &Printer) -> anyhow::Res
             ),
             (".gitignore", "/target\n".into()),
         ],
-    };
-    for (rel, text) in files {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        #[cfg(unix)]
-        if rel.ends_with(".sh") {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-        }
+        Lang::Native => vec![
+            ("main.c", NATIVE_MAIN.replace("native-hello", name)),
+            ("build.sh", NATIVE_BUILD.replace("native-hello", name)),
+            (
+                "khachapuri.toml",
+                manifest(name, "process", "./build.sh", &format!("target/{name}.tar")),
+            ),
+            (".gitignore", "/target\n".into()),
+        ],
     }
-    printer.data(dir.display());
-    printer.status(format!(
-        "created {name}; next: cd {name} && khachapuri build && khachapuri deploy"
-    ));
-    Ok(())
 }
 
 fn rust_cargo_toml(name: &str) -> String {

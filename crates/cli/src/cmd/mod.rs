@@ -4,6 +4,7 @@ pub mod build;
 pub mod call;
 pub mod chainctx;
 pub mod deploy;
+pub mod deploy_check;
 pub mod dev;
 pub mod escrow;
 pub mod gateway;

@@ -6,6 +6,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod free;
+
 use std::sync::Arc;
 use std::time::Duration;
 

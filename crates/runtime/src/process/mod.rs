@@ -1,0 +1,178 @@
+//! The `process` runtime: a native x86-64 Linux program, unpacked from its tar or zip
+//! artifact, run once per request under bubblewrap with the CGI convention of `wagi`.
+//!
+//! What a program gets (see [`sandbox`] for the exact bubblewrap arguments): an empty
+//! read-only root, its artifact read-only at `/app` (also its working directory), a
+//! private size-capped `/tmp`, a fresh `/proc` and a minimal read-only `/dev`; new user, pid,
+//! network (loopback only, nothing listening), IPC, UTS and cgroup namespaces; no
+//! capabilities, no new privileges, no nested user namespaces, a new session; rlimits on
+//! CPU time, address space, processes and open files; an unprivileged uid of its own. The
+//! call's deadline kills the whole sandbox: bubblewrap dies, its pid namespace with it.
+//! Env comes only from the spec, plus the CGI meta-variables.
+
+mod dirs;
+mod pre_exec;
+mod sandbox;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::{CallOptions, GuestKind, ProcessConfig, RuntimeError};
+use dirs::ArtifactDirs;
+
+/// An unpacked program ready to run: its read-only directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Program {
+    pub(crate) dir: PathBuf,
+}
+
+impl Program {
+    /// Whether its directory is still on disk (the unpack cache may have deleted it).
+    pub(crate) fn present(&self) -> bool {
+        self.dir.join(khachapuri_archive::MAIN).is_file()
+    }
+}
+
+/// Unpacked artifacts, the uid pool and the sandbox settings.
+#[derive(Debug)]
+pub(crate) struct ProcessRuntime {
+    config: ProcessConfig,
+    dirs: ArtifactDirs,
+    uids: Arc<UidPool>,
+}
+
+impl ProcessRuntime {
+    /// Checks that bubblewrap runs and opens the unpack directory. Blocking.
+    pub(crate) fn new(config: ProcessConfig) -> Result<Self, RuntimeError> {
+        let version = std::process::Command::new(&config.bwrap)
+            .arg("--version")
+            .output();
+        match version {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Err(RuntimeError::Internal(format!(
+                    "the process runtime needs bubblewrap; `{} --version` failed: {}",
+                    config.bwrap.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )))
+            }
+            Err(e) => {
+                return Err(RuntimeError::Internal(format!(
+                    "the process runtime needs bubblewrap (Debian package `bubblewrap`, see scripts/setup): cannot run {}: {e}",
+                    config.bwrap.display()
+                )))
+            }
+        }
+        if config.uids == 0 || u64::from(config.uid_base) + u64::from(config.uids) > 1 << 31 {
+            return Err(RuntimeError::Internal(
+                "process uids must be at least 1 and end below 2^31".into(),
+            ));
+        }
+        let dirs = ArtifactDirs::new(config.dir.clone(), config.max_disk_bytes, config.unpack)
+            .map_err(|e| {
+                RuntimeError::Internal(format!("unpack dir {}: {e}", config.dir.display()))
+            })?;
+        Ok(ProcessRuntime {
+            uids: Arc::new(UidPool::new(config.uid_base, config.uids)),
+            config,
+            dirs,
+        })
+    }
+
+    /// How full the unpack directory is.
+    pub(crate) fn usage(&self) -> crate::CacheUsage {
+        self.dirs.usage()
+    }
+
+    /// Blocking: the program of `cid` if it is already unpacked.
+    pub(crate) fn lookup(&self, cid: &str) -> Option<Program> {
+        self.dirs.lookup(cid).map(|dir| Program { dir })
+    }
+
+    /// Blocking: unpacks `archive` (the artifact `cid`) unless it already is.
+    pub(crate) fn unpack(&self, cid: &str, archive: &[u8]) -> Result<Program, RuntimeError> {
+        self.dirs
+            .unpack(cid, archive)
+            .map(|dir| Program { dir })
+            .map_err(|reason| RuntimeError::InvalidArtifact {
+                kind: GuestKind::Process,
+                reason,
+            })
+    }
+
+    /// Runs one request through `program` in a fresh sandbox.
+    pub(crate) async fn call(
+        &self,
+        program: &Program,
+        req: http::Request<Bytes>,
+        opts: &CallOptions<'_>,
+    ) -> Result<http::Response<Bytes>, RuntimeError> {
+        let uid = self
+            .uids
+            .take()
+            .ok_or(RuntimeError::Busy(self.config.uids))?;
+        sandbox::run(&self.config, program, uid.uid, req, opts).await
+    }
+}
+
+/// The uids sandboxes run as: one per running call, handed out oldest-returned first so
+/// a uid is reused as late as possible (a killed sandbox's last processes may take a
+/// moment to be reaped).
+#[derive(Debug)]
+struct UidPool {
+    free: Mutex<VecDeque<u32>>,
+}
+
+/// A uid in use; back to the pool when dropped.
+struct UidLease {
+    pool: Arc<UidPool>,
+    uid: u32,
+}
+
+impl UidPool {
+    fn new(base: u32, n: u32) -> Self {
+        UidPool {
+            free: Mutex::new((0..n).map(|i| base + i).collect()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<u32>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(self: &Arc<Self>) -> Option<UidLease> {
+        let uid = self.lock().pop_front()?;
+        Some(UidLease {
+            pool: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        self.pool.lock().push_back(self.uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_leased_one_per_call_and_reused_last() {
+        let pool = Arc::new(UidPool::new(100, 2));
+        let a = pool.take().expect("a");
+        let b = pool.take().expect("b");
+        assert_ne!(a.uid, b.uid);
+        assert!(pool.take().is_none(), "all in use");
+        let first = a.uid;
+        drop(a);
+        drop(b);
+        let c = pool.take().expect("c");
+        assert_eq!(c.uid, first, "oldest returned first");
+    }
+}
