@@ -53,7 +53,7 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 export KHACHAPURI_HOME="$(mktemp -d)"
 work="$KHACHAPURI_HOME"
-"$kh" -q dev --json --store-listen 127.0.0.1:0 --provider-listen 127.0.0.1:0 --chain-port 0 \
+"$kh" -q dev --json --store-listen 127.0.0.1:0 --provider-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 --chain-port 0 \
   --signature-limit "${SIGNATURE_LIMIT:-20}" \
   >"$work/dev.out" 2>"$work/dev.log" &
 dpid=$!; pids+=("$dpid")

@@ -34,7 +34,7 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 export KHACHAPURI_HOME="$(mktemp -d)"
 # A paid dev network (the dev provider charges; the dev wallet has a funded channel to it).
-"$kh" -q dev --json --store-listen 127.0.0.1:0 --provider-listen 127.0.0.1:0 --chain-port 0 \
+"$kh" -q dev --json --store-listen 127.0.0.1:0 --provider-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 --chain-port 0 \
   >"$KHACHAPURI_HOME/dev.out" 2>"$KHACHAPURI_HOME/dev.log" &
 dpid=$!; pids+=("$dpid")
 for _ in $(seq 1 600); do [ -s "$KHACHAPURI_HOME/dev.out" ] && break; sleep 0.1; done

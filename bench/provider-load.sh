@@ -48,7 +48,7 @@ kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true
 
 # --- khachapuri provider ---
 export KHACHAPURI_HOME="$(mktemp -d)"
-"$kh" -q dev --free --store-listen 127.0.0.1:0 --provider-listen 127.0.0.1:0 >"$KHACHAPURI_HOME/dev.out" 2>"$KHACHAPURI_HOME/dev.log" &
+"$kh" -q dev --free --store-listen 127.0.0.1:0 --provider-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 >"$KHACHAPURI_HOME/dev.out" 2>"$KHACHAPURI_HOME/dev.log" &
 dpid=$!; pids+=("$dpid")
 for _ in $(seq 1 300); do grep -q provider "$KHACHAPURI_HOME/dev.out" 2>/dev/null && break; sleep 0.1; done
 purl=$("$kh" info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["providers"][0]["url"])')
@@ -63,7 +63,7 @@ k_rss=$(rss_kb "$dpid")
 kill -TERM "$dpid"; wait "$dpid" 2>/dev/null || true
 pport=$(free_port)
 # The store must stay up for the spec fetch: restart dev with the same home.
-"$kh" -q dev --free --store-listen 127.0.0.1:0 --provider-listen "127.0.0.1:$pport" >"$KHACHAPURI_HOME/dev2.out" 2>>"$KHACHAPURI_HOME/dev.log" &
+"$kh" -q dev --free --store-listen 127.0.0.1:0 --provider-listen "127.0.0.1:$pport" --gateway-listen 127.0.0.1:0 >"$KHACHAPURI_HOME/dev2.out" 2>>"$KHACHAPURI_HOME/dev.log" &
 dpid=$!; pids+=("$dpid")
 wait_http "http://127.0.0.1:$pport/healthz"
 restart=$(curl -fsS -o /dev/null -w '%{time_total}' "http://127.0.0.1:$pport/$cid/")

@@ -6,10 +6,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, Anvil, AnvilOptions, Chain, Claim, EscrowClient, Voucher,
-    U256,
-};
+use khachapuri_chain::{parse_usdc, Chain, Claim, EscrowClient, Voucher, U256};
+use khachapuri_devnet::{dev_network, dev_signer, Anvil, AnvilOptions};
 use serde_json::json;
 
 /// Arguments of `gas`.

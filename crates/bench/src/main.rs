@@ -8,12 +8,15 @@
 //!   verifies a signature and fsyncs the ledger per call).
 //! - `hostile prepare|run`: walk bombs, slowloris, oversize bodies, random-key vouchers,
 //!   unpaid fresh deployments and upload attempts against a provider (the soak benchmark).
+//! - `tunnel`: providers behind tunnels and a 100 MB answer on a dev network, and the
+//!   time to serve again after a gateway restart (the gateway benchmark).
 //!
 //! Results go to stdout as one JSON object per run (the scripts under `bench/` format them).
 
 mod fresh;
 mod gas;
 mod hostile;
+mod tunnel;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +38,8 @@ enum Command {
     Fresh(fresh::FreshArgs),
     /// Hostile traffic: `prepare` publishes the material, `run` attacks a provider.
     Hostile(hostile::HostileArgs),
+    /// Tunneled providers and a big answer on a running dev network (bench/gateway.sh).
+    Tunnel(tunnel::TunnelArgs),
 }
 
 #[tokio::main]
@@ -44,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Header(a) => fresh::header(a)?,
         Command::Fresh(a) => fresh::run(a).await?,
         Command::Hostile(a) => hostile::run(a).await?,
+        Command::Tunnel(a) => tunnel::run(a).await?,
     };
     #[allow(clippy::print_stdout)]
     {

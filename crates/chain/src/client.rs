@@ -132,38 +132,6 @@ impl Chain {
         Ok(receipt.gas_used)
     }
 
-    /// Local dev chains only (anvil): moves the clock `secs` ahead and mines a block, so
-    /// tests can pass an unlock delay or a service period without waiting.
-    pub async fn dev_advance_time(&self, secs: u64) -> Result<()> {
-        let _: serde_json::Value = self
-            .timed(
-                "evm_increaseTime",
-                self.provider
-                    .raw_request("evm_increaseTime".into(), (secs,)),
-            )
-            .await?
-            .map_err(rpc_err)?;
-        let _: serde_json::Value = self
-            .timed("evm_mine", self.provider.raw_request("evm_mine".into(), ()))
-            .await?
-            .map_err(rpc_err)?;
-        Ok(())
-    }
-
-    /// Local dev chains only (anvil): mines `blocks` empty blocks at once, so tests can put a
-    /// node many blocks behind (as after downtime) without sending transactions.
-    pub async fn dev_mine(&self, blocks: u64) -> Result<()> {
-        let _: serde_json::Value = self
-            .timed(
-                "anvil_mine",
-                self.provider
-                    .raw_request("anvil_mine".into(), (U256::from(blocks),)),
-            )
-            .await?
-            .map_err(rpc_err)?;
-        Ok(())
-    }
-
     /// Whether code is deployed at `address` (catches a profile pointing at a fresh node).
     pub async fn has_code(&self, address: Address) -> Result<bool> {
         let code = self

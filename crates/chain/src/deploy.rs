@@ -123,38 +123,3 @@ fn deployed(addr: Option<Address>, what: &str) -> Result<Address> {
         ChainError::Rpc(format!("{what} deployment receipt has no contract address"))
     })
 }
-
-/// A ready local network on a running anvil: contracts deployed by dev account 0 with
-/// [`DeployOptions::dev`], and `mint_each` MockUSDC minted to each of the ten dev accounts.
-/// Returns the deployer's connection (dev account 0) and the deployment. What
-/// `khachapuri dev` and integration tests start from.
-pub async fn dev_network(
-    anvil: &crate::anvil::Anvil,
-    mint_each: U256,
-) -> Result<(Chain, Deployment)> {
-    let deployer = Chain::connect(&anvil.endpoint(), Some(crate::anvil::dev_signer(0))).await?;
-    let deployment = deploy_all(&deployer, DeployOptions::dev()).await?;
-    let accounts: Vec<Address> = (0..crate::anvil::DEV_KEYS.len())
-        .map(|i| crate::anvil::dev_signer(i).address())
-        .collect();
-    mint_to(&deployer, deployment.token, &accounts, mint_each).await?;
-    Ok((deployer, deployment))
-}
-
-/// A paying wallet on a [`dev_network`]: dev account `payer` connects, deposits `deposit`
-/// USDC base units into the escrow and funds a channel of `fund` to `provider`. Returns the
-/// payer's connection and escrow client: the common start of every payment test.
-pub async fn dev_channel(
-    anvil: &crate::anvil::Anvil,
-    deployment: &Deployment,
-    payer: usize,
-    provider: Address,
-    deposit: U256,
-    fund: U256,
-) -> Result<(Chain, crate::escrow::EscrowClient)> {
-    let chain = Chain::connect(&anvil.endpoint(), Some(crate::anvil::dev_signer(payer))).await?;
-    let escrow = crate::escrow::EscrowClient::new(&chain, deployment.escrow);
-    escrow.deposit(deposit).await?;
-    escrow.fund(provider, fund).await?;
-    Ok((chain, escrow))
-}

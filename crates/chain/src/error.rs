@@ -2,7 +2,7 @@
 
 use alloy::primitives::Address;
 
-/// Everything that can go wrong talking to the chain, signing, or running anvil.
+/// Everything that can go wrong talking to the chain, or signing.
 ///
 /// Callers match on the variant to decide what to tell a user (a revert is their fault,
 /// a transport error is the network's), so reverts carry the decoded contract error.
@@ -45,9 +45,6 @@ pub enum ChainError {
     /// A registry name is not registered.
     #[error("no provider named {0:?} in the registry")]
     UnknownName(String),
-    /// anvil could not be found or started.
-    #[error("anvil: {0}")]
-    Anvil(String),
     /// A keystore could not be created, read or decrypted.
     #[error("keystore: {0}")]
     Keystore(String),

@@ -1,11 +1,11 @@
 //! Khachapuri's chain layer: typed clients for the `Escrow`, `Registry` and `MockUSDC`
-//! contracts, EIP-712 vouchers, event polling, deployment, keystores and a local anvil.
+//! contracts, EIP-712 vouchers, event polling, deployment and keystores. (A local anvil and the
+//! public dev keys live in `khachapuri-devnet`.)
 //!
 //! Everything that talks to an Ethereum node goes through this crate so the rest of the
 //! workspace never depends on alloy's moving API directly.
 
 pub mod amount;
-pub mod anvil;
 pub mod bindings;
 pub mod client;
 pub mod deploy;
@@ -26,9 +26,8 @@ pub use amount::{
     format_fixed, format_micro_usdc, format_usdc, parse_fixed, parse_micro_usdc, parse_usdc,
     MICRO_USDC_DECIMALS, USDC_DECIMALS,
 };
-pub use anvil::{dev_signer, find_tool, Anvil, AnvilOptions, DEV_KEYS};
 pub use client::Chain;
-pub use deploy::{deploy_all, dev_channel, dev_network, mint_to, DeployOptions, Deployment};
+pub use deploy::{deploy_all, mint_to, DeployOptions, Deployment};
 pub use error::{ChainError, Result};
 pub use escrow::{ChannelState, Claim, EscrowClient};
 pub use events::{watch, ChainEvent, EscrowEvent, EventPoller, RegistryEvent, DEFAULT_MAX_RANGE};

@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn signed_receipts_verify_and_any_change_breaks_them() {
-        let key = crate::anvil::dev_signer(1);
+        let key = khachapuri_devnet::dev_signer(1);
         let escrow = Address::repeat_byte(0xEE);
         let claim = ReceiptClaim {
             payer: Address::repeat_byte(1),
@@ -126,7 +126,7 @@ mod tests {
         assert!(other_call.verify(&sig, 31337, escrow).is_err());
         assert!(claim.verify(&sig, 1, escrow).is_err());
         let forged = claim
-            .sign(&crate::anvil::dev_signer(2), 31337, escrow)
+            .sign(&khachapuri_devnet::dev_signer(2), 31337, escrow)
             .expect("sign");
         assert!(claim.verify(&forged, 31337, escrow).is_err());
         assert_ne!(

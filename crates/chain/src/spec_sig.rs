@@ -53,7 +53,7 @@ pub fn verify_spec(spec: &Spec) -> Result<Address> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev_signer;
+    use khachapuri_devnet::dev_signer;
     use khachapuri_types::RuntimeKind;
 
     fn spec() -> Spec {

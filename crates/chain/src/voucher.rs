@@ -215,7 +215,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn signer() -> PrivateKeySigner {
-        crate::anvil::dev_signer(0)
+        khachapuri_devnet::dev_signer(0)
     }
 
     #[test]

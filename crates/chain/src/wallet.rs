@@ -162,9 +162,12 @@ mod tests {
             "never overwrites"
         );
 
-        let dev = crate::anvil::DEV_KEYS[1];
+        let dev = khachapuri_devnet::DEV_KEYS[1];
         let imported = import_keystore(dir.path(), "dev.json", dev, "x").expect("import");
-        assert_eq!(imported.address(), crate::anvil::dev_signer(1).address());
+        assert_eq!(
+            imported.address(),
+            khachapuri_devnet::dev_signer(1).address()
+        );
         assert!(parse_private_key("0x1234").is_err());
     }
 }

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use alloy::providers::Provider;
 use khachapuri_chain::{
-    consent_domain, deploy_all, dev_signer, find_tool, node_of, parse_usdc, Address, Anvil, Chain,
-    ChainError, Claim, DeployOptions, EscrowClient, EscrowEvent, EventPoller, OperatorConsent,
-    Registration, RegistryClient, SignedVoucher, Token, Voucher, DEV_KEYS, U256,
+    consent_domain, deploy_all, node_of, parse_usdc, Address, Chain, ChainError, Claim,
+    DeployOptions, EscrowClient, EscrowEvent, EventPoller, OperatorConsent, Registration,
+    RegistryClient, SignedVoucher, Token, Voucher, U256,
 };
+use khachapuri_devnet::{dev_signer, find_tool, Anvil, DEV_KEYS};
 
 /// Signs EIP-712 typed data with cast and returns the 65-byte signature.
 fn cast_sign(typed_data: &serde_json::Value, key: &str) -> Vec<u8> {
@@ -533,7 +534,7 @@ async fn registry_records_tables_and_ens_readers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_network_mints_every_dev_account() {
     let anvil = Anvil::spawn().expect("spawn");
-    let (deployer, d) = khachapuri_chain::dev_network(&anvil, parse_usdc("1000").unwrap())
+    let (deployer, d) = khachapuri_devnet::dev_network(&anvil, parse_usdc("1000").unwrap())
         .await
         .expect("dev network");
     assert_eq!(deployer.address(), Some(dev_signer(0).address()));

@@ -4,8 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use khachapuri_chain::{dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient};
+use khachapuri_chain::{parse_usdc, Chain, EscrowClient};
 use khachapuri_chain::{EscrowEvent, EventPoller, U256};
+use khachapuri_devnet::{dev_network, dev_signer, Anvil};
 
 /// The deposited amounts of `events` (every one must be a `Deposited`).
 fn deposits(events: &[(u64, EscrowEvent)]) -> Vec<(u64, U256)> {
@@ -34,7 +35,9 @@ async fn poller_catches_up_range_by_range_and_waits_for_confirmations() {
     for i in 1..=6u64 {
         escrow.deposit(U256::from(i)).await.expect("deposit");
         expected.push((payer.block_number().await.unwrap(), U256::from(i)));
-        payer.dev_mine(7).await.expect("anvil_mine");
+        khachapuri_devnet::mine(&payer, 7)
+            .await
+            .expect("anvil_mine");
     }
     let head = payer.block_number().await.unwrap();
     let span = head + 1 - d.block;
@@ -100,7 +103,7 @@ async fn poller_catches_up_range_by_range_and_waits_for_confirmations() {
         confirmed.poll().await.unwrap().is_empty(),
         "0 deep: held back"
     );
-    payer.dev_mine(2).await.unwrap();
+    khachapuri_devnet::mine(&payer, 2).await.unwrap();
     assert!(
         confirmed.poll().await.unwrap().is_empty(),
         "2 deep: held back"
@@ -109,7 +112,7 @@ async fn poller_catches_up_range_by_range_and_waits_for_confirmations() {
         confirmed.next_block() <= block,
         "the cursor has not passed the unconfirmed block"
     );
-    payer.dev_mine(1).await.unwrap();
+    khachapuri_devnet::mine(&payer, 1).await.unwrap();
     let events = confirmed.poll().await.unwrap();
     let got: Vec<_> = events.into_iter().map(|e| (e.block, e.event)).collect();
     assert_eq!(

@@ -7,9 +7,9 @@
 
 use alloy::providers::Provider;
 use khachapuri_chain::{
-    dev_channel, dev_network, dev_signer, parse_usdc, Anvil, Chain, Claim, EscrowClient,
-    Registration, RegistryClient, Voucher, U256,
+    parse_usdc, Chain, Claim, EscrowClient, Registration, RegistryClient, Voucher, U256,
 };
+use khachapuri_devnet::{dev_channel, dev_network, dev_signer, Anvil};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_shows_value_payers_and_points_with_the_dev_minimums() {

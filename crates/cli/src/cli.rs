@@ -47,6 +47,8 @@ pub enum Command {
     Escrow(crate::cmd::escrow::EscrowArgs),
     /// Read the on-chain provider registry.
     Registry(crate::cmd::registry::RegistryArgs),
+    /// The gateway: names and public CIDs to providers, tunnels for providers behind NAT.
+    Gateway(crate::cmd::gateway::GatewayArgs),
     /// Run and register a provider node.
     Provider(crate::cmd::provider::ProviderArgs),
     /// IPFS content: add files, get them by CID, serve the local store.

@@ -54,4 +54,9 @@ impl Shutdown {
     pub async fn wait(mut self) {
         let _ = self.rx.wait_for(|v| *v).await;
     }
+
+    /// The underlying receiver (`true` once fired), for libraries that take one.
+    pub fn receiver(&self) -> watch::Receiver<bool> {
+        self.rx.clone()
+    }
 }

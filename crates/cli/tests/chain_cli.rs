@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use khachapuri_chain::{
-    deploy_all, dev_signer, mint_to, parse_usdc, Anvil, Chain, DeployOptions, Deployment,
-    RegistryClient, DEV_KEYS,
+    deploy_all, mint_to, parse_usdc, Chain, DeployOptions, Deployment, RegistryClient,
 };
+use khachapuri_devnet::{dev_signer, Anvil, DEV_KEYS};
 
 fn khachapuri(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_khachapuri"))

@@ -149,8 +149,8 @@ fn dev_deploy_call_escrow_and_stop() {
     let (key, _) =
         khachapuri_seal::load_key_file(&dev.home.path().join("dev/provider/x25519.key")).unwrap();
     let (owner, operator) = (
-        khachapuri_chain::dev_signer(0).address(),
-        khachapuri_chain::dev_signer(1).address(),
+        khachapuri_devnet::dev_signer(0).address(),
+        khachapuri_devnet::dev_signer(1).address(),
     );
     let spec = khachapuri_seal::open(&envelope, &format!("{operator:#x}"), &key).unwrap();
     assert_eq!(khachapuri_chain::verify_spec(&spec).unwrap(), owner);
@@ -192,7 +192,7 @@ fn dev_deploy_call_escrow_and_stop() {
     assert!(!refused.status.success());
 
     // The registry record, read by a tool nobody here wrote.
-    let cast = khachapuri_chain::find_tool("cast").expect("cast (scripts/setup installs it)");
+    let cast = khachapuri_devnet::find_tool("cast").expect("cast (scripts/setup installs it)");
     let node = Command::new(&cast)
         .args(["keccak", "dev"])
         .output()

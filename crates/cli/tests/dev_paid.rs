@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use khachapuri_chain::{dev_signer, parse_usdc, Address, Chain, EscrowClient, Voucher, U256};
+use khachapuri_chain::{parse_usdc, Address, Chain, EscrowClient, Voucher, U256};
+use khachapuri_devnet::dev_signer;
 use khachapuri_payments::{encode_payment, Receipt};
 
 mod common;

@@ -11,10 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, sign_spec, Anvil, AnvilOptions, Chain, EscrowClient,
-    Voucher, DEV_KEYS, U256,
-};
+use khachapuri_chain::{parse_usdc, sign_spec, Chain, EscrowClient, Voucher, U256};
+use khachapuri_devnet::{dev_network, dev_signer, Anvil, AnvilOptions, DEV_KEYS};
 use khachapuri_payments::{encode_payment, PAYMENT_HEADER};
 use khachapuri_provider::{NodeConfig, PaymentsConfig};
 use khachapuri_store::Blockstore;

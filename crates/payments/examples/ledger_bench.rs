@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::time::Instant;
 
-use khachapuri_chain::{dev_signer, Address, Voucher, U256};
+use khachapuri_chain::{Address, Voucher, U256};
+use khachapuri_devnet::dev_signer;
 use khachapuri_payments::{decode_payment, encode_payment, Ledger, VoucherVerifier};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use khachapuri_chain::dev_signer;
+use khachapuri_devnet::dev_signer;
 use proptest::prelude::*;
 
 use super::*;

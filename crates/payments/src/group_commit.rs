@@ -99,7 +99,8 @@ fn run(ledger: &Ledger, rx: &Receiver<Job>) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use khachapuri_chain::{dev_signer, Address, Voucher, U256};
+    use khachapuri_chain::{Address, Voucher, U256};
+    use khachapuri_devnet::dev_signer;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_vouchers_are_all_durable_and_the_best_wins() {

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use khachapuri_chain::{dev_signer, Voucher};
+use khachapuri_chain::Voucher;
+use khachapuri_devnet::dev_signer;
 
 use super::*;
 use crate::pricing::base_to_micro;

@@ -63,7 +63,8 @@ pub fn decode_payment(value: &str) -> Result<SignedVoucher> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use khachapuri_chain::{dev_signer, Address, Voucher, U256};
+    use khachapuri_chain::{Address, Voucher, U256};
+    use khachapuri_devnet::dev_signer;
     use proptest::prelude::*;
 
     fn sample(epoch: u64, amount: u128, sig: Vec<u8>) -> SignedVoucher {

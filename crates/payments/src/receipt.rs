@@ -214,7 +214,7 @@ impl Receipt {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use khachapuri_chain::dev_signer;
+    use khachapuri_devnet::dev_signer;
     use proptest::prelude::*;
 
     const CHAIN: u64 = 31337;

@@ -352,7 +352,8 @@ impl SponsorBudgets {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use khachapuri_chain::{dev_signer, Voucher};
+    use khachapuri_chain::Voucher;
+    use khachapuri_devnet::dev_signer;
 
     fn key(d: u8, epoch: u64) -> BudgetKey {
         BudgetKey {

@@ -185,7 +185,8 @@ impl ChannelCache {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use khachapuri_chain::{dev_signer, PrivateKeySigner, Voucher, U256};
+    use khachapuri_chain::{PrivateKeySigner, Voucher, U256};
+    use khachapuri_devnet::dev_signer;
 
     use super::*;
 

@@ -6,10 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use khachapuri_chain::{
-    dev_channel, dev_network, dev_signer, parse_usdc, Address, Anvil, Chain, EscrowClient,
-    PrivateKeySigner, Voucher, U256,
-};
+use khachapuri_chain::{parse_usdc, Address, Chain, EscrowClient, PrivateKeySigner, Voucher, U256};
+use khachapuri_devnet::{dev_channel, dev_network, dev_signer, Anvil};
 use khachapuri_payments::{encode_payment, Gate, Ledger, PaymentError, Pricing, Receipt, Usage};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +192,9 @@ async fn gate_admits_prepaid_calls_and_refuses_bad_vouchers() {
     // channel: the recorded voucher of the ended epoch pays nothing any more.
     payer_escrow.request_unlock(provider).await.unwrap();
     let delay = payer_escrow.unlock_delay().await.unwrap();
-    _payer_chain.dev_advance_time(delay).await.unwrap();
+    khachapuri_devnet::advance_time(&_payer_chain, delay)
+        .await
+        .unwrap();
     payer_escrow.reclaim(provider).await.unwrap();
     drop(gate);
     drop(ledger);

@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use khachapuri_chain::{
-    dev_channel, dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient, SignedVoucher,
-    Voucher, U256,
-};
+use khachapuri_chain::{parse_usdc, Chain, EscrowClient, SignedVoucher, Voucher, U256};
+use khachapuri_devnet::{dev_channel, dev_network, dev_signer, Anvil};
 use khachapuri_payments::{
     ChannelKey, ChannelRecord, Gate, Ledger, PaymentError, Pricing, Receipt, Settler, Usage,
 };

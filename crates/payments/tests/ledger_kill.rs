@@ -7,7 +7,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use khachapuri_chain::{dev_signer, Address, Voucher, U256};
+use khachapuri_chain::{Address, Voucher, U256};
+use khachapuri_devnet::dev_signer;
 use khachapuri_payments::Ledger;
 
 const CHILD_ENV: &str = "KHACHAPURI_LEDGER_KILL_CHILD";

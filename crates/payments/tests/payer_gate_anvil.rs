@@ -8,9 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use khachapuri_chain::{
-    dev_channel, dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient,
-};
+use khachapuri_chain::{parse_usdc, Chain, EscrowClient};
+use khachapuri_devnet::{dev_channel, dev_network, dev_signer, Anvil};
 use khachapuri_payments::{
     base_to_micro, ChannelKey, Gate, Ledger, PayPolicy, Payer, PayerStore, PaymentError,
     PaymentRequired, Pricing, Receipt, Usage,

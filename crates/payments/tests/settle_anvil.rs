@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use khachapuri_chain::{
-    dev_channel, dev_network, dev_signer, parse_usdc, Anvil, Chain, EscrowClient, Voucher, U256,
-};
+use khachapuri_chain::{parse_usdc, Chain, EscrowClient, Voucher, U256};
+use khachapuri_devnet::{dev_channel, dev_network, dev_signer, Anvil};
 use khachapuri_payments::{
     decode_payment, encode_payment, micro_to_base_ceil, Ledger, PaymentError, Pricing,
     SettlePolicy, Settler, Usage, VoucherVerifier,

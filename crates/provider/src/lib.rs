@@ -13,6 +13,7 @@ mod payments_config;
 mod respond;
 mod server;
 mod settlement;
+mod tunnel;
 
 pub use admission::{
     Admission, BoxFuture, CallInfo, CallLimits, Free, SignatureLimitStats, Ticket, Usage,
@@ -22,6 +23,7 @@ pub use error::ProviderError;
 pub use http::router;
 pub use khachapuri_runtime::CacheUsage;
 pub use khachapuri_store::BlockCacheUsage;
+pub use khachapuri_tunnel::TunnelState;
 pub use metrics::Metrics;
 pub use node::{Deployment, Node, NodeCacheUsage, RECEIPT_HEADER};
 pub use paid::{Paid, PaidTerms};
@@ -30,3 +32,4 @@ pub use payments_config::{
 };
 pub use server::serve;
 pub use settlement::Settlement;
+pub use tunnel::{serve_tunnel, tunnel_router};

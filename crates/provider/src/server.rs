@@ -129,7 +129,11 @@ pub(crate) fn client_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
 }
 
 /// Gives every request body a deadline for arriving in full.
-async fn body_deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+pub(crate) async fn body_deadline(
+    State(limit): State<Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
     let req = req.map(|body| Body::new(DeadlineBody::new(body, limit)));
     next.run(req).await
 }

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use khachapuri_chain::{dev_signer, sign_spec};
+use khachapuri_chain::sign_spec;
+use khachapuri_devnet::dev_signer;
 use khachapuri_provider::{Free, Node, NodeConfig};
 use khachapuri_store::dagpb::{PbLink, PbNode, UnixfsData};
 use khachapuri_store::Blockstore;

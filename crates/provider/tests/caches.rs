@@ -10,7 +10,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use khachapuri_chain::{dev_signer, sign_spec};
+use khachapuri_chain::sign_spec;
+use khachapuri_devnet::dev_signer;
 use khachapuri_provider::{Free, Node, NodeCacheUsage, NodeConfig};
 use khachapuri_store::Blockstore;
 use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use khachapuri_chain::{dev_signer, sign_spec, PrivateKeySigner};
+use khachapuri_chain::{sign_spec, PrivateKeySigner};
+use khachapuri_devnet::dev_signer;
 use khachapuri_provider::{Free, Node, NodeConfig};
 use khachapuri_store::Blockstore;
 use khachapuri_types::{Cid, Envelope, RuntimeKind, Spec};

@@ -8,10 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{client, start, OPERATOR};
-use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, Address, Anvil, AnvilOptions, Chain, EscrowClient,
-    PrivateKeySigner, Voucher, DEV_KEYS, U256,
-};
+use khachapuri_chain::{parse_usdc, Address, Chain, EscrowClient, PrivateKeySigner, Voucher, U256};
+use khachapuri_devnet::{dev_network, dev_signer, Anvil, AnvilOptions, DEV_KEYS};
 use khachapuri_payments::encode_payment;
 use khachapuri_provider::{connect_payments, NodeConfig, PaymentsConfig};
 use khachapuri_types::PayerPolicy;

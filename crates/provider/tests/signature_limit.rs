@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{client, start_with};
-use khachapuri_chain::{dev_signer, PrivateKeySigner};
+use khachapuri_chain::PrivateKeySigner;
+use khachapuri_devnet::dev_signer;
 
 const BURST: u32 = 5;
 

@@ -6,7 +6,8 @@
 mod common;
 
 use common::{start, top_up, Net};
-use khachapuri_chain::{dev_signer, PrivateKeySigner, U256};
+use khachapuri_chain::{PrivateKeySigner, U256};
+use khachapuri_devnet::dev_signer;
 use khachapuri_types::PayerPolicy;
 use serde_json::Value;
 

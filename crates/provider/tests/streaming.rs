@@ -9,7 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use khachapuri_chain::{dev_signer, sign_spec};
+use khachapuri_chain::sign_spec;
+use khachapuri_devnet::dev_signer;
 use khachapuri_payments::Receipt;
 use khachapuri_provider::{Free, Node, NodeConfig};
 use khachapuri_store::Blockstore;

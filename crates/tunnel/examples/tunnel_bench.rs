@@ -21,30 +21,38 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use khachapuri_tunnel::{run_tunnel, ClientConfig, ServerConfig, StaticOperators, TunnelServer, TUNNEL_PATH};
+use khachapuri_tunnel::{
+    run_tunnel, ClientConfig, ServerConfig, StaticOperators, TunnelServer, TUNNEL_PATH,
+};
 use tokio::net::{TcpListener, TcpStream};
 
 const BIG: usize = 100 << 20;
 
 fn provider() -> Router {
     let chunk = Bytes::from(vec![0x42u8; 64 << 10]);
-    Router::new().route("/hello", get(|| async { "hello" })).route(
-        "/big",
-        get(move || async move {
-            let c = chunk.clone();
-            let s = futures_util::stream::iter((0..BIG / c.len()).map(move |_| Ok::<_, std::io::Error>(c.clone())));
-            axum::body::Body::from_stream(s)
-        }),
-    )
+    Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .route(
+            "/big",
+            get(move || async move {
+                let c = chunk.clone();
+                let s = futures_util::stream::iter(
+                    (0..BIG / c.len()).map(move |_| Ok::<_, std::io::Error>(c.clone())),
+                );
+                axum::body::Body::from_stream(s)
+            }),
+        )
 }
 
 async fn gateway(listener: TcpListener, server: TunnelServer) {
     let app = Router::new()
         .route(
             TUNNEL_PATH,
-            get(|State(s): State<TunnelServer>, ConnectInfo(p): ConnectInfo<SocketAddr>, req: Request| async move {
-                s.upgrade(req, Some(p))
-            }),
+            get(
+                |State(s): State<TunnelServer>,
+                 ConnectInfo(p): ConnectInfo<SocketAddr>,
+                 req: Request| async move { s.upgrade(req, Some(p)) },
+            ),
         )
         .fallback(|State(s): State<TunnelServer>, req: Request| async move {
             let Some(h) = s.sender("bench") else {
@@ -56,7 +64,11 @@ async fn gateway(listener: TcpListener, server: TunnelServer) {
             }
         })
         .with_state(server);
-    let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    let _ = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await;
 }
 
 /// `conns` HTTP/1.1 keep-alive connections sending `GET path` for `secs`; requests/s.
@@ -69,10 +81,16 @@ async fn load(addr: SocketAddr, path: &'static str, secs: u64, conns: usize) -> 
             tokio::spawn(async move {
                 let tcp = TcpStream::connect(addr).await.unwrap();
                 tcp.set_nodelay(true).unwrap();
-                let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+                let (mut tx, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                        .await
+                        .unwrap();
                 tokio::spawn(conn);
                 while Instant::now() < end {
-                    let req = http::Request::get(path).header("host", "bench").body(Empty::<Bytes>::new()).unwrap();
+                    let req = http::Request::get(path)
+                        .header("host", "bench")
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
                     let resp = tx.send_request(req).await.unwrap();
                     assert_eq!(resp.status(), 200);
                     resp.into_body().collect().await.unwrap();
@@ -95,7 +113,9 @@ async fn tunnel_load(server: &TunnelServer, secs: u64, conns: usize) -> f64 {
             let (done, h) = (done.clone(), server.sender("bench").unwrap());
             tokio::spawn(async move {
                 while Instant::now() < end {
-                    let req = http::Request::get("/hello").body(Empty::<Bytes>::new()).unwrap();
+                    let req = http::Request::get("/hello")
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
                     let resp = h.send_request(req).await.unwrap();
                     resp.into_body().collect().await.unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
@@ -111,10 +131,15 @@ async fn tunnel_load(server: &TunnelServer, secs: u64, conns: usize) -> f64 {
 
 async fn big(addr: SocketAddr) -> f64 {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let start = Instant::now();
-    let req = http::Request::get("/big").header("host", "bench").body(Empty::<Bytes>::new()).unwrap();
+    let req = http::Request::get("/big")
+        .header("host", "bench")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let mut body = tx.send_request(req).await.unwrap().into_body();
     let mut n = 0;
     while let Some(f) = body.frame().await {
@@ -124,7 +149,10 @@ async fn big(addr: SocketAddr) -> f64 {
     BIG as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn start_gateway(addr: SocketAddr, ops: Arc<StaticOperators>) -> (TunnelServer, tokio::task::JoinHandle<()>) {
+async fn start_gateway(
+    addr: SocketAddr,
+    ops: Arc<StaticOperators>,
+) -> (TunnelServer, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind(addr).await.unwrap();
     let server = TunnelServer::new(ServerConfig::new("127.0.0.1", 31337), ops).unwrap();
     (server.clone(), tokio::spawn(gateway(listener, server)))
@@ -142,7 +170,9 @@ async fn main() {
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let conns: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);
     let key = PrivateKeySigner::random();
-    let ops = Arc::new(StaticOperators([("bench".to_owned(), key.address())].into_iter().collect()));
+    let ops = Arc::new(StaticOperators(
+        [("bench".to_owned(), key.address())].into_iter().collect(),
+    ));
 
     let direct = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let direct_addr = direct.local_addr().unwrap();
@@ -153,7 +183,12 @@ async fn main() {
     drop(probe);
     let (server, gw_task) = start_gateway(gw_addr, ops.clone()).await;
     let cfg = ClientConfig::new(format!("http://{gw_addr}"), "bench");
-    tokio::spawn(run_tunnel(cfg, Arc::new(key), provider(), std::future::pending()));
+    tokio::spawn(run_tunnel(
+        cfg,
+        Arc::new(key),
+        provider(),
+        std::future::pending(),
+    ));
     wait_tunnel(&server).await;
 
     let d = load(direct_addr, "/hello", secs, conns).await;
@@ -165,7 +200,10 @@ async fn main() {
     println!("  tunnel only       {t:>9.0}  ({:.2} of direct)", t / d);
     let bd = big(direct_addr).await;
     let bg = big(gw_addr).await;
-    println!("one 100 MiB response: direct {bd:.0} MiB/s, gateway + tunnel {bg:.0} MiB/s ({:.2})", bg / bd);
+    println!(
+        "one 100 MiB response: direct {bd:.0} MiB/s, gateway + tunnel {bg:.0} MiB/s ({:.2})",
+        bg / bd
+    );
 
     let mut times = Vec::new();
     let (mut server, mut task) = (server, gw_task);
@@ -176,8 +214,15 @@ async fn main() {
         let start = Instant::now();
         (server, task) = start_gateway(gw_addr, ops.clone()).await;
         wait_tunnel(&server).await;
-        let req = http::Request::get("/hello").body(Empty::<Bytes>::new()).unwrap();
-        server.sender("bench").unwrap().send_request(req).await.unwrap();
+        let req = http::Request::get("/hello")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        server
+            .sender("bench")
+            .unwrap()
+            .send_request(req)
+            .await
+            .unwrap();
         times.push(start.elapsed());
     }
     println!("gateway restart -> serving again: {times:?}");

@@ -19,7 +19,10 @@ pub struct TunnelBody {
 
 impl TunnelBody {
     pub(crate) fn new(inner: Incoming, permit: OwnedSemaphorePermit) -> Self {
-        Self { inner, permit: Some(permit) }
+        Self {
+            inner,
+            permit: Some(permit),
+        }
     }
 
     /// The hyper body inside, releasing the in-flight slot now (the drain then no longer

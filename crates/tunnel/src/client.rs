@@ -101,7 +101,12 @@ fn parse_target(url: &str) -> Result<Target, TunnelError> {
     let host = authority.host().to_ascii_lowercase();
     handshake::check_host(&host).map_err(|e| bad(&e.to_string()))?;
     let port = authority.port_u16().unwrap_or(default_port);
-    Ok(Target { tls, ws_uri: format!("{ws_scheme}://{authority}{TUNNEL_PATH}"), host, port })
+    Ok(Target {
+        tls,
+        ws_uri: format!("{ws_scheme}://{authority}{TUNNEL_PATH}"),
+        host,
+        port,
+    })
 }
 
 /// Outcome of one connection attempt.
@@ -123,10 +128,20 @@ where
     /// A tunnel client that will serve `service` (the provider's router) for
     /// `config.name`, proving the key of `signer`. Fails for a URL or name that can never
     /// work.
-    pub fn new(config: ClientConfig, signer: TunnelSigner, service: S) -> Result<Self, TunnelError> {
+    pub fn new(
+        config: ClientConfig,
+        signer: TunnelSigner,
+        service: S,
+    ) -> Result<Self, TunnelError> {
         let target = parse_target(&config.gateway_url)?;
         handshake::check_name(&config.name).map_err(|e| TunnelError::Config(e.to_string()))?;
-        Ok(Self { config, signer, service, target, state: watch::Sender::new(TunnelState::Connecting { attempt: 0 }) })
+        Ok(Self {
+            config,
+            signer,
+            service,
+            target,
+            state: watch::Sender::new(TunnelState::Connecting { attempt: 0 }),
+        })
     }
 
     /// Subscribes to the tunnel's state.
@@ -148,19 +163,43 @@ where
                 Ok(Session::Served(why)) => {
                     attempt = 0;
                     let d = backoff(&self.config, 0);
-                    (d, TunnelState::Retrying { retry_in: d, attempt, error: why })
+                    (
+                        d,
+                        TunnelState::Retrying {
+                            retry_in: d,
+                            attempt,
+                            error: why,
+                        },
+                    )
                 }
                 Err(TunnelError::Refused { code, message }) if code.is_permanent() => {
                     attempt = attempt.saturating_add(1);
                     let d = self.config.refused_backoff;
                     tracing::error!(%code, "gateway refused the tunnel: {message}; retrying in {d:?}");
-                    (d, TunnelState::Refused { code, message, retry_in: d })
+                    (
+                        d,
+                        TunnelState::Refused {
+                            code,
+                            message,
+                            retry_in: d,
+                        },
+                    )
                 }
                 Err(e) => {
                     let d = backoff(&self.config, attempt);
                     attempt = attempt.saturating_add(1);
-                    tracing::warn!("tunnel to {} failed: {e}; retrying in {d:?}", self.target.ws_uri);
-                    (d, TunnelState::Retrying { retry_in: d, attempt, error: e.to_string() })
+                    tracing::warn!(
+                        "tunnel to {} failed: {e}; retrying in {d:?}",
+                        self.target.ws_uri
+                    );
+                    (
+                        d,
+                        TunnelState::Retrying {
+                            retry_in: d,
+                            attempt,
+                            error: e.to_string(),
+                        },
+                    )
                 }
             };
             self.state.send_replace(next);
@@ -173,21 +212,31 @@ where
         Ok(())
     }
 
-    async fn attempt(&self, shutdown: Pin<&mut impl Future<Output = ()>>) -> Result<Session, TunnelError> {
+    async fn attempt(
+        &self,
+        shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Session, TunnelError> {
         let t = &self.target;
         let cfg = ws_io::ws_config(&self.config.h2);
         let bound = self.config.connect_timeout;
-        let tcp = tokio::time::timeout(bound, TcpStream::connect((t.host.trim_matches(['[', ']']), t.port)))
-            .await
-            .map_err(|_| TunnelError::Timeout("connecting to the gateway"))??;
+        let tcp = tokio::time::timeout(
+            bound,
+            TcpStream::connect((t.host.trim_matches(['[', ']']), t.port)),
+        )
+        .await
+        .map_err(|_| TunnelError::Timeout("connecting to the gateway"))??;
         let _ = tcp.set_nodelay(true);
         if t.tls {
             let tls = self.tls_config()?;
-            let name = rustls::pki_types::ServerName::try_from(t.host.trim_matches(['[', ']']).to_owned())
-                .map_err(|e| TunnelError::Config(format!("gateway host for TLS: {e}")))?;
-            let stream = tokio::time::timeout(bound, tokio_rustls::TlsConnector::from(tls).connect(name, tcp))
-                .await
-                .map_err(|_| TunnelError::Timeout("TLS handshake with the gateway"))??;
+            let name =
+                rustls::pki_types::ServerName::try_from(t.host.trim_matches(['[', ']']).to_owned())
+                    .map_err(|e| TunnelError::Config(format!("gateway host for TLS: {e}")))?;
+            let stream = tokio::time::timeout(
+                bound,
+                tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| TunnelError::Timeout("TLS handshake with the gateway"))??;
             let ws = upgrade(&t.ws_uri, stream, cfg, bound).await?;
             self.session(ws, shutdown).await
         } else {
@@ -226,12 +275,16 @@ where
             }
             Err(_) => return Err(TunnelError::Timeout("tunnel handshake")),
         }
-        self.state.send_replace(TunnelState::Connected { since: SystemTime::now() });
+        self.state.send_replace(TunnelState::Connected {
+            since: SystemTime::now(),
+        });
         tracing::info!(name = %self.config.name, gateway = %self.target.ws_uri, "tunnel connected");
         let h2 = &self.config.h2;
         let svc = Tagged {
             inner: self.service.clone(),
-            via: ViaTunnel { gateway: self.target.host.as_str().into() },
+            via: ViaTunnel {
+                gateway: self.target.host.as_str().into(),
+            },
         };
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -263,34 +316,57 @@ where
     {
         let challenge = match ws_io::recv_message(ws).await? {
             Message::Challenge(c) => c,
-            Message::Refused { code, message } => return Err(TunnelError::Refused { code, message }),
+            Message::Refused { code, message } => {
+                return Err(TunnelError::Refused { code, message })
+            }
             _ => return Err(TunnelError::Malformed("expected a challenge".into())),
         };
         if challenge.host != self.target.host {
             return Err(TunnelError::refused(
                 RefusalCode::WrongGateway,
-                format!("challenge is for gateway {}, but we dialled {}", challenge.host, self.target.host),
+                format!(
+                    "challenge is for gateway {}, but we dialled {}",
+                    challenge.host, self.target.host
+                ),
             ));
         }
         if let Some(want) = self.config.chain_id.filter(|c| *c != challenge.chain_id) {
             return Err(TunnelError::refused(
                 RefusalCode::WrongGateway,
-                format!("gateway is on chain {}, this provider on chain {want}", challenge.chain_id),
+                format!(
+                    "gateway is on chain {}, this provider on chain {want}",
+                    challenge.chain_id
+                ),
             ));
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         if challenge.expires < now {
-            return Err(TunnelError::Malformed("challenge already expired (check the clocks)".into()));
+            return Err(TunnelError::Malformed(
+                "challenge already expired (check the clocks)".into(),
+            ));
         }
         let operator = self.signer.address();
         let text = handshake::signing_text(&challenge, &self.config.name, operator);
-        let sig = self.signer.sign_message(text.as_bytes()).await.map_err(|e| TunnelError::Signer(e.to_string()))?;
-        let hello = Hello { name: self.config.name.clone(), operator, nonce: challenge.nonce, signature: sig.as_bytes() };
+        let sig = self
+            .signer
+            .sign_message(text.as_bytes())
+            .await
+            .map_err(|e| TunnelError::Signer(e.to_string()))?;
+        let hello = Hello {
+            name: self.config.name.clone(),
+            operator,
+            nonce: challenge.nonce,
+            signature: sig.as_bytes(),
+        };
         ws_io::send_message(ws, &Message::Hello(hello)).await?;
         match ws_io::recv_message(ws).await? {
             Message::Accepted => Ok(()),
             Message::Refused { code, message } => Err(TunnelError::Refused { code, message }),
-            _ => Err(TunnelError::Malformed("expected accepted or refused".into())),
+            _ => Err(TunnelError::Malformed(
+                "expected accepted or refused".into(),
+            )),
         }
     }
 }
@@ -310,7 +386,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    TunnelClient::new(config, signer, service)?.run(shutdown).await
+    TunnelClient::new(config, signer, service)?
+        .run(shutdown)
+        .await
 }
 
 async fn upgrade<T>(
@@ -322,9 +400,12 @@ async fn upgrade<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let (ws, _resp) = tokio::time::timeout(bound, tokio_tungstenite::client_async_with_config(uri, stream, Some(cfg)))
-        .await
-        .map_err(|_| TunnelError::Timeout("WebSocket upgrade at the gateway"))??;
+    let (ws, _resp) = tokio::time::timeout(
+        bound,
+        tokio_tungstenite::client_async_with_config(uri, stream, Some(cfg)),
+    )
+    .await
+    .map_err(|_| TunnelError::Timeout("WebSocket upgrade at the gateway"))??;
     Ok(ws)
 }
 
@@ -360,7 +441,9 @@ where
         req.extensions_mut().insert(self.via.clone());
         let mut svc = self.inner.clone();
         Box::pin(async move {
-            std::future::poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into)?;
+            std::future::poll_fn(|cx| svc.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
             svc.call(req).await.map_err(Into::into)
         })
     }
@@ -375,8 +458,13 @@ mod tests {
         let c = ClientConfig::new("http://gw", "dev");
         for attempt in 0..40 {
             let d = backoff(&c, attempt);
-            let ceiling = (c.backoff_initial * 2u32.saturating_pow(attempt.min(20))).min(c.backoff_max);
-            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?} outside [{:?}, {ceiling:?}]", ceiling / 2);
+            let ceiling =
+                (c.backoff_initial * 2u32.saturating_pow(attempt.min(20))).min(c.backoff_max);
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "attempt {attempt}: {d:?} outside [{:?}, {ceiling:?}]",
+                ceiling / 2
+            );
         }
         let draws: std::collections::HashSet<_> = (0..20).map(|_| backoff(&c, 3)).collect();
         assert!(draws.len() > 1, "no jitter");

@@ -118,6 +118,9 @@ impl From<tokio_tungstenite::tungstenite::Error> for TunnelError {
 impl TunnelError {
     /// A refusal with a code and an operator-readable message.
     pub(crate) fn refused(code: RefusalCode, message: impl Into<String>) -> Self {
-        Self::Refused { code, message: message.into() }
+        Self::Refused {
+            code,
+            message: message.into(),
+        }
     }
 }

@@ -98,10 +98,28 @@ pub enum Message {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Wire {
-    Challenge { v: u8, nonce: String, host: String, chain_id: u64, expires: u64 },
-    Hello { v: u8, name: String, operator: String, nonce: String, signature: String },
-    Accepted { v: u8 },
-    Refused { v: u8, code: RefusalCode, message: String },
+    Challenge {
+        v: u8,
+        nonce: String,
+        host: String,
+        chain_id: u64,
+        expires: u64,
+    },
+    Hello {
+        v: u8,
+        name: String,
+        operator: String,
+        nonce: String,
+        signature: String,
+    },
+    Accepted {
+        v: u8,
+    },
+    Refused {
+        v: u8,
+        code: RefusalCode,
+        message: String,
+    },
 }
 
 /// Encodes a message as the JSON text of one WebSocket text message.
@@ -148,14 +166,33 @@ pub fn decode(bytes: &[u8]) -> Result<Message, TunnelError> {
         | Wire::Refused { v, .. } => *v,
     };
     if v != VERSION {
-        return Err(malformed(format!("version {v}, this side speaks {VERSION}")));
+        return Err(malformed(format!(
+            "version {v}, this side speaks {VERSION}"
+        )));
     }
     Ok(match wire {
-        Wire::Challenge { nonce, host, chain_id, expires, .. } => {
+        Wire::Challenge {
+            nonce,
+            host,
+            chain_id,
+            expires,
+            ..
+        } => {
             check_host(&host)?;
-            Message::Challenge(Challenge { nonce: Nonce(hex_array(&nonce, "nonce")?), host, chain_id, expires })
+            Message::Challenge(Challenge {
+                nonce: Nonce(hex_array(&nonce, "nonce")?),
+                host,
+                chain_id,
+                expires,
+            })
         }
-        Wire::Hello { name, operator, nonce, signature, .. } => {
+        Wire::Hello {
+            name,
+            operator,
+            nonce,
+            signature,
+            ..
+        } => {
             check_name(&name)?;
             Message::Hello(Hello {
                 name,
@@ -165,9 +202,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, TunnelError> {
             })
         }
         Wire::Accepted { .. } => Message::Accepted,
-        Wire::Refused { code, message, .. } => {
-            Message::Refused { code, message: truncate(&message, MAX_REFUSAL_MESSAGE) }
-        }
+        Wire::Refused { code, message, .. } => Message::Refused {
+            code,
+            message: truncate(&message, MAX_REFUSAL_MESSAGE),
+        },
     })
 }
 
@@ -204,13 +242,18 @@ pub fn recover_signer(challenge: &Challenge, hello: &Hello) -> Result<Address, T
 pub fn check_name(name: &str) -> Result<(), TunnelError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
         Ok(())
     } else {
-        Err(malformed(format!("name {:?} is not one lowercase DNS label", truncate(name, 80))))
+        Err(malformed(format!(
+            "name {:?} is not one lowercase DNS label",
+            truncate(name, 80)
+        )))
     }
 }
 
@@ -220,13 +263,18 @@ pub fn check_host(host: &str) -> Result<(), TunnelError> {
     let ok = !host.is_empty()
         && host.len() <= MAX_HOST_LEN
         && host.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
         })
         && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
     if ok {
         Ok(())
     } else {
-        Err(malformed(format!("host {:?} is not a lowercase host name without port", truncate(host, 80))))
+        Err(malformed(format!(
+            "host {:?} is not a lowercase host name without port",
+            truncate(host, 80)
+        )))
     }
 }
 
@@ -235,7 +283,10 @@ fn hex_array<const N: usize>(s: &str, field: &str) -> Result<[u8; N], TunnelErro
         .strip_prefix("0x")
         .ok_or_else(|| malformed(format!("{field} must start with 0x")))?;
     if digits.len() != 2 * N {
-        return Err(malformed(format!("{field} must be {N} bytes ({} hex digits)", 2 * N)));
+        return Err(malformed(format!(
+            "{field} must be {N} bytes ({} hex digits)",
+            2 * N
+        )));
     }
     let mut out = [0u8; N];
     hex::decode_to_slice(digits, &mut out).map_err(|e| malformed(format!("{field}: {e}")))?;

@@ -4,13 +4,23 @@ use alloy_signer_local::PrivateKeySigner;
 use proptest::prelude::*;
 
 fn challenge() -> Challenge {
-    Challenge { nonce: Nonce([0xab; 32]), host: "gw.example".into(), chain_id: 31337, expires: 1_790_000_000 }
+    Challenge {
+        nonce: Nonce([0xab; 32]),
+        host: "gw.example".into(),
+        chain_id: 31337,
+        expires: 1_790_000_000,
+    }
 }
 
 fn signed(signer: &PrivateKeySigner, c: &Challenge, name: &str) -> Hello {
     let text = signing_text(c, name, signer.address());
     let sig = signer.sign_message_sync(text.as_bytes()).expect("sign");
-    Hello { name: name.into(), operator: signer.address(), nonce: c.nonce, signature: sig.as_bytes() }
+    Hello {
+        name: name.into(),
+        operator: signer.address(),
+        nonce: c.nonce,
+        signature: sig.as_bytes(),
+    }
 }
 
 #[test]
@@ -27,25 +37,55 @@ fn every_bound_field_changes_the_signer() {
     let c = challenge();
     let h = signed(&s, &c, "dev");
     let variants = [
-        Challenge { nonce: Nonce([0xac; 32]), ..c.clone() },
-        Challenge { host: "other.example".into(), ..c.clone() },
-        Challenge { chain_id: 1, ..c.clone() },
-        Challenge { expires: c.expires + 1, ..c.clone() },
+        Challenge {
+            nonce: Nonce([0xac; 32]),
+            ..c.clone()
+        },
+        Challenge {
+            host: "other.example".into(),
+            ..c.clone()
+        },
+        Challenge {
+            chain_id: 1,
+            ..c.clone()
+        },
+        Challenge {
+            expires: c.expires + 1,
+            ..c.clone()
+        },
     ];
     for v in variants {
-        assert_ne!(recover_signer(&v, &h).ok(), Some(s.address()), "{v:?} accepted the same signature");
+        assert_ne!(
+            recover_signer(&v, &h).ok(),
+            Some(s.address()),
+            "{v:?} accepted the same signature"
+        );
     }
-    let renamed = Hello { name: "dev2".into(), ..h.clone() };
+    let renamed = Hello {
+        name: "dev2".into(),
+        ..h.clone()
+    };
     assert_ne!(recover_signer(&c, &renamed).ok(), Some(s.address()));
 }
 
 #[test]
 fn the_signed_text_is_fixed() {
-    let op: Address = "0x00000000000000000000000000000000000000aa".parse().expect("addr");
+    let op: Address = "0x00000000000000000000000000000000000000aa"
+        .parse()
+        .expect("addr");
     let text = signing_text(&challenge(), "dev", op);
     assert!(text.starts_with("khachapuri-tunnel-login-v1\n"), "{text}");
-    assert!(text.contains("\ngateway: gw.example\nchain id: 31337\nname: dev\n"), "{text}");
-    assert!(text.ends_with(&format!("nonce: 0x{}\nexpires: 1790000000", "ab".repeat(32))), "{text}");
+    assert!(
+        text.contains("\ngateway: gw.example\nchain id: 31337\nname: dev\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "nonce: 0x{}\nexpires: 1790000000",
+            "ab".repeat(32)
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -55,9 +95,18 @@ fn known_wire_forms_decode() {
         "00".repeat(32)
     );
     assert!(matches!(decode(c.as_bytes()), Ok(Message::Challenge(_))));
-    assert_eq!(decode(br#"{"type":"accepted","v":1}"#).ok(), Some(Message::Accepted));
+    assert_eq!(
+        decode(br#"{"type":"accepted","v":1}"#).ok(),
+        Some(Message::Accepted)
+    );
     let r = decode(br#"{"type":"refused","v":1,"code":"unregistered_name","message":"name x is not registered"}"#);
-    assert!(matches!(r, Ok(Message::Refused { code: RefusalCode::UnregisteredName, .. })));
+    assert!(matches!(
+        r,
+        Ok(Message::Refused {
+            code: RefusalCode::UnregisteredName,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -68,12 +117,25 @@ fn strictness() {
         r#"{"type":"accepted","v":1,"extra":0}"#.to_owned(),
         r#"{"type":"accepted"}"#.to_owned(),
         r#"{"type":"welcome","v":1}"#.to_owned(),
-        format!(r#"{{"type":"challenge","v":1,"nonce":"{nonce}","host":"gw","chain_id":1,"expires":5}}"#),
-        format!(r#"{{"type":"challenge","v":1,"nonce":"0x{}","host":"gw","chain_id":1,"expires":5}}"#, "00".repeat(31)),
-        format!(r#"{{"type":"challenge","v":1,"nonce":"0x{nonce}","host":"GW","chain_id":1,"expires":5}}"#),
-        format!(r#"{{"type":"challenge","v":1,"nonce":"0x{nonce}","host":"gw:80","chain_id":1,"expires":5}}"#),
-        format!(r#"{{"type":"challenge","v":1,"nonce":"0x{nonce}","host":"gw\nname: x","chain_id":1,"expires":5}}"#),
-        format!(r#"{{"type":"challenge","v":1,"nonce":"0x{nonce}","host":"gw","chain_id":-1,"expires":5}}"#),
+        format!(
+            r#"{{"type":"challenge","v":1,"nonce":"{nonce}","host":"gw","chain_id":1,"expires":5}}"#
+        ),
+        format!(
+            r#"{{"type":"challenge","v":1,"nonce":"0x{}","host":"gw","chain_id":1,"expires":5}}"#,
+            "00".repeat(31)
+        ),
+        format!(
+            r#"{{"type":"challenge","v":1,"nonce":"0x{nonce}","host":"GW","chain_id":1,"expires":5}}"#
+        ),
+        format!(
+            r#"{{"type":"challenge","v":1,"nonce":"0x{nonce}","host":"gw:80","chain_id":1,"expires":5}}"#
+        ),
+        format!(
+            r#"{{"type":"challenge","v":1,"nonce":"0x{nonce}","host":"gw\nname: x","chain_id":1,"expires":5}}"#
+        ),
+        format!(
+            r#"{{"type":"challenge","v":1,"nonce":"0x{nonce}","host":"gw","chain_id":-1,"expires":5}}"#
+        ),
         format!(
             r#"{{"type":"hello","v":1,"name":"Dev","operator":"0x{}","nonce":"0x{nonce}","signature":"0x{}"}}"#,
             "11".repeat(20),
@@ -90,7 +152,10 @@ fn strictness() {
     for b in bad {
         assert!(decode(b.as_bytes()).is_err(), "accepted {b}");
     }
-    let long = format!(r#"{{"type":"refused","v":1,"code":"busy","message":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+    let long = format!(
+        r#"{{"type":"refused","v":1,"code":"busy","message":"{}"}}"#,
+        "x".repeat(MAX_MESSAGE_BYTES)
+    );
     assert!(decode(long.as_bytes()).is_err(), "oversize accepted");
 }
 
@@ -99,7 +164,17 @@ fn names_and_hosts() {
     for ok in ["dev", "dev2", "a", "my-provider", &"a".repeat(63)] {
         assert!(check_name(ok).is_ok(), "{ok}");
     }
-    for bad in ["", "-dev", "dev-", "Dev", "dev.x", "dev x", "dev\n", &"a".repeat(64), "дев"] {
+    for bad in [
+        "",
+        "-dev",
+        "dev-",
+        "Dev",
+        "dev.x",
+        "dev x",
+        "dev\n",
+        &"a".repeat(64),
+        "дев",
+    ] {
         assert!(check_name(bad).is_err(), "{bad:?}");
     }
     for ok in ["gw.example", "127.0.0.1", "[::1]", "localhost"] {
@@ -118,15 +193,30 @@ fn arb_message() -> impl Strategy<Value = Message> {
     let host = "[a-z0-9][a-z0-9.-]{0,60}";
     let name = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
     prop_oneof![
-        (arb_nonce(), host, any::<u64>(), any::<u64>())
-            .prop_map(|(nonce, host, chain_id, expires)| Message::Challenge(Challenge { nonce, host, chain_id, expires })),
-        (name, any::<[u8; 20]>(), arb_nonce(), proptest::collection::vec(any::<u8>(), 65)).prop_map(
-            |(name, op, nonce, sig)| {
+        (arb_nonce(), host, any::<u64>(), any::<u64>()).prop_map(
+            |(nonce, host, chain_id, expires)| Message::Challenge(Challenge {
+                nonce,
+                host,
+                chain_id,
+                expires
+            })
+        ),
+        (
+            name,
+            any::<[u8; 20]>(),
+            arb_nonce(),
+            proptest::collection::vec(any::<u8>(), 65)
+        )
+            .prop_map(|(name, op, nonce, sig)| {
                 let mut signature = [0u8; 65];
                 signature.copy_from_slice(&sig);
-                Message::Hello(Hello { name, operator: Address::from(op), nonce, signature })
-            }
-        ),
+                Message::Hello(Hello {
+                    name,
+                    operator: Address::from(op),
+                    nonce,
+                    signature,
+                })
+            }),
         Just(Message::Accepted),
         (
             prop_oneof![

@@ -115,4 +115,6 @@ pub use client::{run_tunnel, TunnelClient, TunnelSigner, TunnelState, ViaTunnel}
 pub use config::{ClientConfig, H2Config, ServerConfig};
 pub use error::{BoxError, RefusalCode, TunnelError};
 pub use nonce::NonceStore;
-pub use server::{LookupFuture, OperatorLookup, StaticOperators, TunnelHandle, TunnelServer, TUNNEL_PATH};
+pub use server::{
+    LookupFuture, OperatorLookup, StaticOperators, TunnelHandle, TunnelServer, TUNNEL_PATH,
+};

@@ -24,7 +24,12 @@ pub struct NonceStore {
 impl NonceStore {
     /// A store whose nonces live `ttl` and of which at most `max` are outstanding.
     pub fn new(ttl: Duration, max: usize) -> Self {
-        Self { ttl, max, live: HashMap::new(), order: VecDeque::new() }
+        Self {
+            ttl,
+            max,
+            live: HashMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// Issues a fresh random nonce valid until `now + ttl`, or `None` when `max` are
@@ -45,7 +50,9 @@ impl NonceStore {
     pub fn take(&mut self, nonce: &Nonce, now: Instant) -> bool {
         self.expire(now);
         // The deadline queue keeps a stale entry; `expire` skips entries no longer live.
-        self.live.remove(nonce).is_some_and(|deadline| now < deadline)
+        self.live
+            .remove(nonce)
+            .is_some_and(|deadline| now < deadline)
     }
 
     /// Outstanding nonces, after dropping the expired ones.
@@ -118,7 +125,10 @@ mod tests {
         assert!(s.take(&issued[0], now));
         assert!(s.issue(now).is_some(), "a taken nonce frees its slot");
         assert!(s.issue(now).is_none());
-        assert!(s.issue(now + Duration::from_secs(31)).is_some(), "expired ones free theirs");
+        assert!(
+            s.issue(now + Duration::from_secs(31)).is_some(),
+            "expired ones free theirs"
+        );
         assert_eq!(s.len(now + Duration::from_secs(31)), 1);
     }
 

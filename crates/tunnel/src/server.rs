@@ -32,7 +32,8 @@ use crate::ws_io::{self, WsIo};
 pub const TUNNEL_PATH: &str = "/.well-known/khachapuri/tunnel";
 
 /// What a future returned by [`OperatorLookup::operator`] resolves to.
-pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<Address>, BoxError>> + Send + 'a>>;
+pub type LookupFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Address>, BoxError>> + Send + 'a>>;
 
 /// Who may serve a name: the gateway implements this over the on-chain registry (cached).
 ///
@@ -94,7 +95,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl TunnelServer {
@@ -105,7 +108,9 @@ impl TunnelServer {
         config.host = config.host.to_ascii_lowercase();
         handshake::check_host(&config.host).map_err(|e| TunnelError::Config(e.to_string()))?;
         if config.max_streams_per_tunnel == 0 || config.max_outstanding_nonces == 0 {
-            return Err(TunnelError::Config("stream and nonce limits must be at least 1".into()));
+            return Err(TunnelError::Config(
+                "stream and nonce limits must be at least 1".into(),
+            ));
         }
         let nonces = NonceStore::new(config.nonce_ttl, config.max_outstanding_nonces);
         Ok(Self {
@@ -130,20 +135,30 @@ impl TunnelServer {
     /// task: use it as the gateway's handler for that path (axum: `move |req| async move
     /// { server.upgrade(req, peer) }`). `peer` is the TCP peer, for logs and
     /// [`TunnelHandle::peer`]. Not an upgrade → 400/405; shutting down → 503.
-    pub fn upgrade<B>(&self, mut req: Request<B>, peer: Option<SocketAddr>) -> Response<Full<Bytes>> {
+    pub fn upgrade<B>(
+        &self,
+        mut req: Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> Response<Full<Bytes>> {
         if req.method() != http::Method::GET {
-            return plain(StatusCode::METHOD_NOT_ALLOWED, "the tunnel is a WebSocket: GET with Upgrade\n");
+            return plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the tunnel is a WebSocket: GET with Upgrade\n",
+            );
         }
         let h = req.headers();
         let has = |name: header::HeaderName, token: &str| {
             h.get_all(name).iter().any(|v| {
-                v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                v.to_str()
+                    .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             })
         };
         if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
             return plain(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
         }
-        if h.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        if h.get(header::SEC_WEBSOCKET_VERSION)
+            .is_none_or(|v| v != "13")
+        {
             return plain(StatusCode::BAD_REQUEST, "WebSocket version 13 required\n");
         }
         let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
@@ -160,7 +175,12 @@ impl TunnelServer {
             match tokio::time::timeout(bound, on_upgrade).await {
                 Ok(Ok(upgraded)) => {
                     let cfg = ws_io::ws_config(&server.inner.config.h2);
-                    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(cfg),
+                    )
+                    .await;
                     if let Err(e) = server.serve_websocket(ws, peer).await {
                         tracing::info!(?peer, "tunnel ended: {e}");
                     }
@@ -172,8 +192,14 @@ impl TunnelServer {
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let hs = resp.headers_mut();
-        hs.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
-        hs.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+        hs.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("websocket"),
+        );
+        hs.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("upgrade"),
+        );
         if let Ok(v) = header::HeaderValue::from_str(&accept) {
             hs.insert(header::SEC_WEBSOCKET_ACCEPT, v);
         }
@@ -184,7 +210,11 @@ impl TunnelServer {
     /// the tunnel closes, is replaced or the server shuts down. For gateways that do the
     /// upgrade themselves; [`TunnelServer::upgrade`] calls it. A refusal is sent to the
     /// provider before closing and also returned.
-    pub async fn serve_websocket<S>(&self, mut ws: WebSocketStream<S>, peer: Option<SocketAddr>) -> Result<(), TunnelError>
+    pub async fn serve_websocket<S>(
+        &self,
+        mut ws: WebSocketStream<S>,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), TunnelError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -192,10 +222,11 @@ impl TunnelServer {
         inner.live.send_modify(|n| *n += 1);
         let _live = scopeguard(|| inner.live.send_modify(|n| *n -= 1));
         let cfg = &inner.config;
-        let checked = match tokio::time::timeout(cfg.handshake_timeout, self.handshake(&mut ws)).await {
-            Ok(r) => r,
-            Err(_) => Err(TunnelError::Timeout("tunnel handshake")),
-        };
+        let checked =
+            match tokio::time::timeout(cfg.handshake_timeout, self.handshake(&mut ws)).await {
+                Ok(r) => r,
+                Err(_) => Err(TunnelError::Timeout("tunnel handshake")),
+            };
         let checked = checked.and_then(|(name, op)| self.admit(&name).map(|()| (name, op)));
         let (name, operator) = match checked {
             Ok(v) => v,
@@ -250,14 +281,20 @@ impl TunnelServer {
     }
 
     /// Challenge, answer, checks in the order that gives the clearest refusal.
-    async fn handshake<S>(&self, ws: &mut WebSocketStream<S>) -> Result<(String, Address), TunnelError>
+    async fn handshake<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+    ) -> Result<(String, Address), TunnelError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let inner = &self.inner;
         let cfg = &inner.config;
         let nonce = lock(&inner.nonces).issue(Instant::now()).ok_or_else(|| {
-            TunnelError::refused(RefusalCode::Busy, "too many tunnel handshakes in progress; try again shortly")
+            TunnelError::refused(
+                RefusalCode::Busy,
+                "too many tunnel handshakes in progress; try again shortly",
+            )
         })?;
         // Whatever happens, the nonce is spent when this handshake ends.
         let _spend = scopeguard(|| {
@@ -273,9 +310,17 @@ impl TunnelServer {
         let hello = match ws_io::recv_message(ws).await? {
             Message::Hello(h) => h,
             Message::Refused { code, message } => {
-                return Err(TunnelError::refused(code, format!("provider refused our challenge: {message}")))
+                return Err(TunnelError::refused(
+                    code,
+                    format!("provider refused our challenge: {message}"),
+                ))
             }
-            _ => return Err(TunnelError::refused(RefusalCode::Protocol, "expected a hello message")),
+            _ => {
+                return Err(TunnelError::refused(
+                    RefusalCode::Protocol,
+                    "expected a hello message",
+                ))
+            }
         };
         let fresh = lock(&inner.nonces).take(&challenge.nonce, Instant::now());
         if hello.nonce != challenge.nonce || !fresh || unix_now() > challenge.expires {
@@ -288,11 +333,17 @@ impl TunnelServer {
         if signer != hello.operator {
             return Err(TunnelError::refused(
                 RefusalCode::BadSignature,
-                format!("signature is from {signer}, but the hello claims operator {}", hello.operator),
+                format!(
+                    "signature is from {signer}, but the hello claims operator {}",
+                    hello.operator
+                ),
             ));
         }
         let registered = inner.lookup.operator(&hello.name).await.map_err(|e| {
-            TunnelError::refused(RefusalCode::LookupFailed, format!("registry lookup of {} failed: {e}", hello.name))
+            TunnelError::refused(
+                RefusalCode::LookupFailed,
+                format!("registry lookup of {} failed: {e}", hello.name),
+            )
         })?;
         match registered {
             None => Err(TunnelError::refused(
@@ -301,7 +352,10 @@ impl TunnelServer {
             )),
             Some(op) if op != signer => Err(TunnelError::refused(
                 RefusalCode::WrongOperator,
-                format!("signature is from {signer}, registry says operator of {} is {op}", hello.name),
+                format!(
+                    "signature is from {signer}, registry says operator of {} is {op}",
+                    hello.name
+                ),
             )),
             Some(_) => Ok((hello.name, signer)),
         }
@@ -309,11 +363,17 @@ impl TunnelServer {
 
     fn admit(&self, name: &str) -> Result<(), TunnelError> {
         if self.inner.closing.load(Ordering::SeqCst) {
-            return Err(TunnelError::refused(RefusalCode::Busy, "gateway shutting down"));
+            return Err(TunnelError::refused(
+                RefusalCode::Busy,
+                "gateway shutting down",
+            ));
         }
         let map = lock(&self.inner.tunnels);
         if !map.contains_key(name) && map.len() >= self.inner.config.max_tunnels {
-            return Err(TunnelError::refused(RefusalCode::Busy, "gateway is at its tunnel limit"));
+            return Err(TunnelError::refused(
+                RefusalCode::Busy,
+                "gateway is at its tunnel limit",
+            ));
         }
         Ok(())
     }
@@ -365,7 +425,10 @@ pub struct TunnelHandle {
 
 impl std::fmt::Debug for TunnelHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TunnelHandle").field("name", &self.tunnel.name).field("id", &self.tunnel.id).finish()
+        f.debug_struct("TunnelHandle")
+            .field("name", &self.tunnel.name)
+            .field("id", &self.tunnel.id)
+            .finish()
     }
 }
 
@@ -397,7 +460,10 @@ impl TunnelHandle {
     ///
     /// `Draining` and `Overloaded` mean the request was not sent (safe to retry or answer
     /// 503); `Http` after sending means it may have reached the provider.
-    pub async fn send_request<B>(&self, req: Request<B>) -> Result<Response<TunnelBody>, TunnelError>
+    pub async fn send_request<B>(
+        &self,
+        req: Request<B>,
+    ) -> Result<Response<TunnelBody>, TunnelError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -406,7 +472,11 @@ impl TunnelHandle {
         if t.draining.load(Ordering::SeqCst) {
             return Err(TunnelError::Draining);
         }
-        let permit = t.permits.clone().try_acquire_owned().map_err(|_| TunnelError::Overloaded)?;
+        let permit = t
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| TunnelError::Overloaded)?;
         let req = absolute(req, &t.name)?.map(|b| b.map_err(Into::into).boxed_unsync());
         let mut sender = t.sender.clone();
         sender.ready().await.map_err(|_| TunnelError::Draining)?;
@@ -425,8 +495,15 @@ fn absolute<B>(req: Request<B>, name: &str) -> Result<Request<B>, TunnelError> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.parse::<http::uri::Authority>().ok())
-        .unwrap_or_else(|| name.parse().unwrap_or_else(|_| http::uri::Authority::from_static("tunnel")));
-    let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        .unwrap_or_else(|| {
+            name.parse()
+                .unwrap_or_else(|_| http::uri::Authority::from_static("tunnel"))
+        });
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     parts.uri = http::Uri::builder()
         .scheme("http")
         .authority(authority)

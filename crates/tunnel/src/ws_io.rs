@@ -29,7 +29,11 @@ pub(crate) struct WsIo<S> {
 
 impl<S> WsIo<S> {
     pub(crate) fn new(ws: WebSocketStream<S>) -> Self {
-        Self { ws, pending: Bytes::new(), eof: false }
+        Self {
+            ws,
+            pending: Bytes::new(),
+            eof: false,
+        }
     }
 }
 
@@ -109,7 +113,8 @@ pub(crate) async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     msg: &crate::handshake::Message,
 ) -> Result<(), crate::TunnelError> {
     use futures_util::SinkExt;
-    ws.send(Message::text(crate::handshake::encode(msg))).await?;
+    ws.send(Message::text(crate::handshake::encode(msg)))
+        .await?;
     Ok(())
 }
 
@@ -123,11 +128,17 @@ pub(crate) async fn recv_message<S: AsyncRead + AsyncWrite + Unpin>(
         match ws.next().await {
             Some(Ok(Message::Text(t))) => return crate::handshake::decode(t.as_bytes()),
             Some(Ok(Message::Binary(_))) => {
-                return Err(crate::TunnelError::Malformed("binary message during the handshake".into()))
+                return Err(crate::TunnelError::Malformed(
+                    "binary message during the handshake".into(),
+                ))
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed during the handshake").into())
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed during the handshake",
+                )
+                .into())
             }
             Some(Err(e)) => return Err(e.into()),
         }
@@ -152,14 +163,19 @@ pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(bound, async {
         let _ = send_message(ws, &crate::handshake::Message::Refused { code, message }).await;
         let _ = ws
-            .close(Some(CloseFrame { code: CloseCode::Policy, reason: code.to_string().into() }))
+            .close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: code.to_string().into(),
+            }))
             .await;
     })
     .await;
 }
 
 /// The WebSocket settings for the tunnel: message and frame limits from the config.
-pub(crate) fn ws_config(h2: &crate::config::H2Config) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+pub(crate) fn ws_config(
+    h2: &crate::config::H2Config,
+) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(h2.max_ws_message))
         .max_frame_size(Some(h2.max_ws_message))

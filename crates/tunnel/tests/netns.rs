@@ -33,11 +33,24 @@ fn sh(args: &[&str]) {
 fn sh_in(args: &[&str], stdin: Option<&str>) {
     use std::io::Write;
     let mut cmd = Command::new(args[0]);
-    cmd.args(&args[1..]).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("netns setup: cannot run `{}`: {e}", args.join(" ")));
+    cmd.args(&args[1..])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("netns setup: cannot run `{}`: {e}", args.join(" ")));
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -62,12 +75,24 @@ struct Topology {
 
 impl Topology {
     fn create() -> Self {
-        let tag = format!("{:06x}", (std::process::id() ^ rand::random::<u32>()) & 0xff_ffff);
+        let tag = format!(
+            "{:06x}",
+            (std::process::id() ^ rand::random::<u32>()) & 0xff_ffff
+        );
         // A /24 pair no interface on this host uses yet.
-        let used = String::from_utf8(Command::new("ip").args(["-o", "-4", "addr"]).output().unwrap().stdout).unwrap();
+        let used = String::from_utf8(
+            Command::new("ip")
+                .args(["-o", "-4", "addr"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
         let n = (1..=254u32)
             .map(|i| (i + rand::random::<u32>()) % 254 + 1)
-            .find(|n| !used.contains(&format!("10.213.{n}.")) && !used.contains(&format!("10.214.{n}.")))
+            .find(|n| {
+                !used.contains(&format!("10.213.{n}.")) && !used.contains(&format!("10.214.{n}."))
+            })
             .expect("a free 10.213.N.0/30");
         let t = Topology {
             router: format!("ktr-{tag}"),
@@ -78,8 +103,15 @@ impl Topology {
             provider_ip: format!("10.214.{n}.2").parse().unwrap(),
         };
         let (r, p, h) = (t.router.as_str(), t.provider.as_str(), t.host_if.as_str());
-        let (rh, rp, pr) = (format!("ktrh{tag}"), format!("ktrp{tag}"), format!("ktpr{tag}"));
-        let (gw, rt) = (format!("{}/30", t.gateway_ip), format!("{}/30", t.router_ip));
+        let (rh, rp, pr) = (
+            format!("ktrh{tag}"),
+            format!("ktrp{tag}"),
+            format!("ktpr{tag}"),
+        );
+        let (gw, rt) = (
+            format!("{}/30", t.gateway_ip),
+            format!("{}/30", t.router_ip),
+        );
         let (rin, pin) = (format!("10.214.{n}.1/24"), format!("{}/24", t.provider_ip));
         let via = format!("10.214.{n}.1");
         sh(&["ip", "netns", "add", r]);
@@ -91,7 +123,9 @@ impl Topology {
         sh(&["ip", "-n", r, "link", "set", "lo", "up"]);
         sh(&["ip", "-n", r, "addr", "add", &rt, "dev", &rh]);
         sh(&["ip", "-n", r, "link", "set", &rh, "up"]);
-        sh(&["ip", "-n", r, "link", "add", &rp, "type", "veth", "peer", "name", &pr]);
+        sh(&[
+            "ip", "-n", r, "link", "add", &rp, "type", "veth", "peer", "name", &pr,
+        ]);
         sh(&["ip", "-n", r, "link", "set", &pr, "netns", p]);
         sh(&["ip", "-n", r, "addr", "add", &rin, "dev", &rp]);
         sh(&["ip", "-n", r, "link", "set", &rp, "up"]);
@@ -99,7 +133,15 @@ impl Topology {
         sh(&["ip", "-n", p, "addr", "add", &pin, "dev", &pr]);
         sh(&["ip", "-n", p, "link", "set", &pr, "up"]);
         sh(&["ip", "-n", p, "route", "add", "default", "via", &via]);
-        sh(&["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
         let rules = format!(
             "table ip kt_nat {{\n  chain snat_out {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{rh}\" masquerade\n  }}\n}}\n\
              table ip kt_filter {{\n  chain fw {{\n    type filter hook forward priority filter; policy accept;\n    ct state established,related accept\n    iifname \"{rh}\" drop\n  }}\n}}\n"
@@ -109,7 +151,16 @@ impl Topology {
         // check below stays inside our namespaces (never out of the default route), and it
         // is the NAT's forward filter, as with a home router, that keeps the host out.
         let inner = format!("10.214.{n}.0/24");
-        sh(&["ip", "route", "add", &inner, "via", &t.router_ip.to_string(), "dev", h]);
+        sh(&[
+            "ip",
+            "route",
+            "add",
+            &inner,
+            "via",
+            &t.router_ip.to_string(),
+            "dev",
+            h,
+        ]);
         t
     }
 }
@@ -119,7 +170,10 @@ impl Drop for Topology {
         for ns in [&self.provider, &self.router] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -137,12 +191,22 @@ impl Drop for ChildProvider {
 async fn a_provider_behind_nat_is_reachable_only_through_its_tunnel() {
     let topo = Topology::create();
     let key = PrivateKeySigner::random();
-    let gw = start_gateway(SocketAddr::new(topo.gateway_ip, 0), |_| {}, operators(&[("natted", key.address())])).await;
+    let gw = start_gateway(
+        SocketAddr::new(topo.gateway_ip, 0),
+        |_| {},
+        operators(&[("natted", key.address())]),
+    )
+    .await;
     let exe = std::env::current_exe().unwrap();
     let child = Command::new("ip")
         .args(["netns", "exec", &topo.provider])
         .arg(&exe)
-        .args(["--exact", "netns_child_provider", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "netns_child_provider",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("KT_NETNS_CHILD", "1")
         .env("KT_GATEWAY", gw.url())
         .env("KT_KEY", hex::encode(key.to_bytes()))
@@ -153,12 +217,22 @@ async fn a_provider_behind_nat_is_reachable_only_through_its_tunnel() {
 
     let h = wait_tunnel(&gw.server, "natted", Duration::from_secs(20)).await;
     // The gateway sees the router's address: the provider is behind NAT.
-    assert_eq!(h.peer().map(|p| p.ip()), Some(topo.router_ip), "tunnel did not come through the NAT");
+    assert_eq!(
+        h.peer().map(|p| p.ip()),
+        Some(topo.router_ip),
+        "tunnel did not come through the NAT"
+    );
     let resp = h.send_request(get_req("/where")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body = text(resp).await;
-    let ns_ino = std::fs::metadata(format!("/run/netns/{}", topo.provider)).unwrap().ino();
-    assert_eq!(body, format!("net:[{ns_ino}] via {}", topo.gateway_ip), "answer did not come from the namespace");
+    let ns_ino = std::fs::metadata(format!("/run/netns/{}", topo.provider))
+        .unwrap()
+        .ino();
+    assert_eq!(
+        body,
+        format!("net:[{ns_ino}] via {}", topo.gateway_ip),
+        "answer did not come from the namespace"
+    );
 
     // And the host cannot reach the provider directly, although the provider listens on
     // CHILD_PORT and the host routes its network to the router: the NAT drops it.
@@ -167,7 +241,11 @@ async fn a_provider_behind_nat_is_reachable_only_through_its_tunnel() {
         tokio::net::TcpStream::connect(SocketAddr::new(topo.provider_ip, CHILD_PORT)),
     )
     .await;
-    assert!(!matches!(direct, Ok(Ok(_))), "the host reached the provider at {}:{CHILD_PORT} directly", topo.provider_ip);
+    assert!(
+        !matches!(direct, Ok(Ok(_))),
+        "the host reached the provider at {}:{CHILD_PORT} directly",
+        topo.provider_ip
+    );
     gw.stop().await;
 }
 
@@ -188,11 +266,17 @@ async fn netns_child_provider() {
         "/where",
         axum::routing::get(|req: axum::extract::Request| async move {
             let ns = std::fs::read_link("/proc/self/ns/net").unwrap();
-            let via = req.extensions().get::<ViaTunnel>().map(|v| v.gateway.to_string()).unwrap_or_default();
+            let via = req
+                .extensions()
+                .get::<ViaTunnel>()
+                .map(|v| v.gateway.to_string())
+                .unwrap_or_default();
             format!("{} via {via}", ns.display())
         }),
     );
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", CHILD_PORT)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", CHILD_PORT))
+        .await
+        .unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             drop(s);
@@ -207,5 +291,12 @@ async fn netns_child_provider() {
         })
         .await;
     };
-    run_tunnel(test_client_config(&gateway, "natted"), Arc::new(key), router, stdin_closed).await.unwrap();
+    run_tunnel(
+        test_client_config(&gateway, "natted"),
+        Arc::new(key),
+        router,
+        stdin_closed,
+    )
+    .await
+    .unwrap();
 }

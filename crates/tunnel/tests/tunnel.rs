@@ -28,7 +28,10 @@ async fn raw_connect(gw: &Gateway) -> Ws {
 
 async fn raw_recv(ws: &mut Ws) -> Message {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(WsMessage::Text(t))) => return handshake::decode(t.as_bytes()).unwrap(),
             Some(Ok(WsMessage::Close(_))) | None => panic!("closed without a message"),
             Some(Ok(_)) => {}
@@ -38,13 +41,25 @@ async fn raw_recv(ws: &mut Ws) -> Message {
 }
 
 async fn raw_send(ws: &mut Ws, m: &Message) {
-    ws.send(WsMessage::text(handshake::encode(m))).await.unwrap();
+    ws.send(WsMessage::text(handshake::encode(m)))
+        .await
+        .unwrap();
 }
 
-fn sign(signer: &PrivateKeySigner, c: &handshake::Challenge, name: &str, claimed: alloy_primitives::Address) -> Hello {
+fn sign(
+    signer: &PrivateKeySigner,
+    c: &handshake::Challenge,
+    name: &str,
+    claimed: alloy_primitives::Address,
+) -> Hello {
     let text = handshake::signing_text(c, name, claimed);
     let sig = signer.sign_message_sync(text.as_bytes()).unwrap();
-    Hello { name: name.into(), operator: claimed, nonce: c.nonce, signature: sig.as_bytes() }
+    Hello {
+        name: name.into(),
+        operator: claimed,
+        nonce: c.nonce,
+        signature: sig.as_bytes(),
+    }
 }
 
 async fn challenge_of(ws: &mut Ws) -> handshake::Challenge {
@@ -65,14 +80,23 @@ async fn refusal_of(ws: &mut Ws) -> (RefusalCode, String) {
 async fn request_and_response_round_trip() {
     let key = PrivateKeySigner::random();
     let gw = start_gateway(loopback(), |_| {}, operators(&[("dev", key.address())])).await;
-    let mut p = start_provider(test_client_config(&gw.url(), "dev"), key.clone(), provider_router("p1", Arc::default()));
-    p.wait_state("connected", |s| matches!(s, TunnelState::Connected { .. })).await;
+    let mut p = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key.clone(),
+        provider_router("p1", Arc::default()),
+    );
+    p.wait_state("connected", |s| matches!(s, TunnelState::Connected { .. }))
+        .await;
     let h = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
     assert_eq!(h.operator(), key.address());
     assert_eq!(h.peer().map(|p| p.ip()), Some(gw.addr.ip()));
     let resp = h.send_request(get_req("/hello")).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(text(resp).await, "p1 via 127.0.0.1", "the provider must see ViaTunnel");
+    assert_eq!(
+        text(resp).await,
+        "p1 via 127.0.0.1",
+        "the provider must see ViaTunnel"
+    );
     let body = http_body_util::Full::new(Bytes::from(vec![7u8; 100_000]));
     let req = http::Request::post("/count").body(body).unwrap();
     assert_eq!(text(h.send_request(req).await.unwrap()).await, "100000");
@@ -85,14 +109,45 @@ async fn request_and_response_round_trip() {
 async fn wrong_key_is_refused_and_backs_off_long() {
     let registered = PrivateKeySigner::random();
     let impostor = PrivateKeySigner::random();
-    let gw = start_gateway(loopback(), |_| {}, operators(&[("dev", registered.address())])).await;
-    let mut p = start_provider(test_client_config(&gw.url(), "dev"), impostor.clone(), provider_router("x", Arc::default()));
-    let s = p.wait_state("refused", |s| matches!(s, TunnelState::Refused { .. })).await;
-    let TunnelState::Refused { code, message, retry_in } = s else { unreachable!() };
+    let gw = start_gateway(
+        loopback(),
+        |_| {},
+        operators(&[("dev", registered.address())]),
+    )
+    .await;
+    let mut p = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        impostor.clone(),
+        provider_router("x", Arc::default()),
+    );
+    let s = p
+        .wait_state("refused", |s| matches!(s, TunnelState::Refused { .. }))
+        .await;
+    let TunnelState::Refused {
+        code,
+        message,
+        retry_in,
+    } = s
+    else {
+        unreachable!()
+    };
     assert_eq!(code, RefusalCode::WrongOperator);
-    assert!(message.contains(&impostor.address().to_string()), "{message}");
-    assert!(message.contains(&format!("registry says operator of dev is {}", registered.address())), "{message}");
-    assert_eq!(retry_in, Duration::from_secs(60), "a permanent refusal must use refused_backoff");
+    assert!(
+        message.contains(&impostor.address().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "registry says operator of dev is {}",
+            registered.address()
+        )),
+        "{message}"
+    );
+    assert_eq!(
+        retry_in,
+        Duration::from_secs(60),
+        "a permanent refusal must use refused_backoff"
+    );
     assert!(gw.server.sender("dev").is_none());
     p.stop().await;
     gw.stop().await;
@@ -102,8 +157,14 @@ async fn wrong_key_is_refused_and_backs_off_long() {
 async fn unregistered_name_is_refused() {
     let key = PrivateKeySigner::random();
     let gw = start_gateway(loopback(), |_| {}, operators(&[("dev", key.address())])).await;
-    let mut p = start_provider(test_client_config(&gw.url(), "ghost"), key, provider_router("x", Arc::default()));
-    let s = p.wait_state("refused", |s| matches!(s, TunnelState::Refused { .. })).await;
+    let mut p = start_provider(
+        test_client_config(&gw.url(), "ghost"),
+        key,
+        provider_router("x", Arc::default()),
+    );
+    let s = p
+        .wait_state("refused", |s| matches!(s, TunnelState::Refused { .. }))
+        .await;
     assert!(
         matches!(&s, TunnelState::Refused { code: RefusalCode::UnregisteredName, message, .. } if message == "name ghost is not registered"),
         "{s:?}"
@@ -134,7 +195,18 @@ async fn a_replayed_answer_is_refused() {
     // The nonce of the first connection was spent, even though its signature is valid.
     let mut ws3 = raw_connect(&gw).await;
     let c3 = challenge_of(&mut ws3).await;
-    let replay = Hello { nonce: c1.nonce, ..sign(&key, &handshake::Challenge { nonce: c1.nonce, ..c3 }, "dev", key.address()) };
+    let replay = Hello {
+        nonce: c1.nonce,
+        ..sign(
+            &key,
+            &handshake::Challenge {
+                nonce: c1.nonce,
+                ..c3
+            },
+            "dev",
+            key.address(),
+        )
+    };
     raw_send(&mut ws3, &Message::Hello(replay)).await;
     assert_eq!(refusal_of(&mut ws3).await.0, RefusalCode::Nonce);
     gw.stop().await;
@@ -148,19 +220,32 @@ async fn forged_and_unissued_answers_are_refused() {
     // Claims the registered operator, signed by another key.
     let mut ws = raw_connect(&gw).await;
     let c = challenge_of(&mut ws).await;
-    raw_send(&mut ws, &Message::Hello(sign(&other, &c, "dev", key.address()))).await;
+    raw_send(
+        &mut ws,
+        &Message::Hello(sign(&other, &c, "dev", key.address())),
+    )
+    .await;
     let (code, message) = refusal_of(&mut ws).await;
     assert_eq!(code, RefusalCode::BadSignature, "{message}");
     // A nonce the gateway never issued, correctly signed.
     let mut ws = raw_connect(&gw).await;
     let c = challenge_of(&mut ws).await;
-    let fake = handshake::Challenge { nonce: Nonce([9; 32]), ..c };
-    raw_send(&mut ws, &Message::Hello(sign(&key, &fake, "dev", key.address()))).await;
+    let fake = handshake::Challenge {
+        nonce: Nonce([9; 32]),
+        ..c
+    };
+    raw_send(
+        &mut ws,
+        &Message::Hello(sign(&key, &fake, "dev", key.address())),
+    )
+    .await;
     assert_eq!(refusal_of(&mut ws).await.0, RefusalCode::Nonce);
     // Garbage instead of a hello.
     let mut ws = raw_connect(&gw).await;
     let _ = challenge_of(&mut ws).await;
-    ws.send(WsMessage::text("{\"type\":\"hello\"}")).await.unwrap();
+    ws.send(WsMessage::text("{\"type\":\"hello\"}"))
+        .await
+        .unwrap();
     assert_eq!(refusal_of(&mut ws).await.0, RefusalCode::Protocol);
     gw.stop().await;
 }
@@ -187,7 +272,11 @@ async fn a_silent_peer_times_out_and_frees_its_nonce() {
     assert_eq!(code, RefusalCode::Protocol, "{message}");
     let mut ws3 = raw_connect(&gw).await;
     let c3 = challenge_of(&mut ws3).await;
-    raw_send(&mut ws3, &Message::Hello(sign(&key, &c3, "dev", key.address()))).await;
+    raw_send(
+        &mut ws3,
+        &Message::Hello(sign(&key, &c3, "dev", key.address())),
+    )
+    .await;
     assert_eq!(raw_recv(&mut ws3).await, Message::Accepted);
     gw.stop().await;
 }
@@ -198,17 +287,36 @@ async fn gateway_restart_then_calls_work_again_within_seconds() {
     let ops = operators(&[("dev", key.address())]);
     let gw = start_gateway(loopback(), |_| {}, ops.clone()).await;
     let addr = gw.addr;
-    let mut p = start_provider(test_client_config(&gw.url(), "dev"), key, provider_router("p", Arc::default()));
+    let mut p = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key,
+        provider_router("p", Arc::default()),
+    );
     let h = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
-    assert_eq!(text(h.send_request(get_req("/hello")).await.unwrap()).await, "p via 127.0.0.1");
+    assert_eq!(
+        text(h.send_request(get_req("/hello")).await.unwrap()).await,
+        "p via 127.0.0.1"
+    );
     gw.stop().await;
     let stopped = Instant::now();
-    p.wait_state("retrying", |s| matches!(s, TunnelState::Retrying { .. } | TunnelState::Connecting { .. })).await;
-    assert!(matches!(h.send_request(get_req("/hello")).await, Err(TunnelError::Draining)));
+    p.wait_state("retrying", |s| {
+        matches!(
+            s,
+            TunnelState::Retrying { .. } | TunnelState::Connecting { .. }
+        )
+    })
+    .await;
+    assert!(matches!(
+        h.send_request(get_req("/hello")).await,
+        Err(TunnelError::Draining)
+    ));
     let gw = start_gateway(addr, |_| {}, ops).await;
     let started = Instant::now();
     let h = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
-    assert_eq!(text(h.send_request(get_req("/hello")).await.unwrap()).await, "p via 127.0.0.1");
+    assert_eq!(
+        text(h.send_request(get_req("/hello")).await.unwrap()).await,
+        "p via 127.0.0.1"
+    );
     eprintln!(
         "gateway restart: serving again {:?} after the new gateway listened ({:?} after the old one stopped)",
         started.elapsed(),
@@ -224,15 +332,24 @@ async fn sse_arrives_before_the_provider_finishes() {
     let key = PrivateKeySigner::random();
     let gw = start_gateway(loopback(), |_| {}, operators(&[("dev", key.address())])).await;
     let gate = Arc::new(Notify::new());
-    let p = start_provider(test_client_config(&gw.url(), "dev"), key, provider_router("p", gate.clone()));
+    let p = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key,
+        provider_router("p", gate.clone()),
+    );
     let h = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
     let resp = h.send_request(get_req("/sse")).await.unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = resp.into_body();
     // The provider holds the second event until the first has arrived here: a tunnel
     // that buffered the response would never deliver the first.
-    let first = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("first event not buffered");
-    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "data: one\n\n");
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("first event not buffered");
+    assert_eq!(
+        first.unwrap().unwrap().into_data().unwrap(),
+        "data: one\n\n"
+    );
     gate.notify_one();
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(rest, "data: two\n\n");
@@ -245,7 +362,11 @@ async fn provider_shutdown_drains_in_flight_requests() {
     let key = PrivateKeySigner::random();
     let gw = start_gateway(loopback(), |_| {}, operators(&[("dev", key.address())])).await;
     let gate = Arc::new(Notify::new());
-    let mut p = start_provider(test_client_config(&gw.url(), "dev"), key, provider_router("p", gate.clone()));
+    let mut p = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key,
+        provider_router("p", gate.clone()),
+    );
     let h = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
     let slow = tokio::spawn({
         let h = h.clone();
@@ -256,10 +377,19 @@ async fn provider_shutdown_drains_in_flight_requests() {
     // GOAWAY reaches the gateway: new requests are not accepted by the provider...
     tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = h.send_request(get_req("/hello")).await;
-    assert!(refused.is_err(), "a draining provider accepted a new stream");
+    assert!(
+        refused.is_err(),
+        "a draining provider accepted a new stream"
+    );
     // ...while the one in flight finishes.
     gate.notify_one();
-    assert_eq!(tokio::time::timeout(Duration::from_secs(5), slow).await.unwrap().unwrap(), "slow done");
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), slow)
+            .await
+            .unwrap()
+            .unwrap(),
+        "slow done"
+    );
     p.stop().await;
     gw.stop().await;
 }
@@ -269,7 +399,11 @@ async fn gateway_shutdown_waits_for_in_flight_requests() {
     let key = PrivateKeySigner::random();
     let gw = start_gateway(loopback(), |_| {}, operators(&[("dev", key.address())])).await;
     let gate = Arc::new(Notify::new());
-    let p = start_provider(test_client_config(&gw.url(), "dev"), key, provider_router("p", gate.clone()));
+    let p = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key,
+        provider_router("p", gate.clone()),
+    );
     let h = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
     let slow = tokio::spawn({
         let h = h.clone();
@@ -279,12 +413,21 @@ async fn gateway_shutdown_waits_for_in_flight_requests() {
     let server = gw.server.clone();
     let shutdown = tokio::spawn(async move { server.shutdown().await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!shutdown.is_finished(), "shutdown must wait for the request in flight");
-    assert!(matches!(h.send_request(get_req("/hello")).await, Err(TunnelError::Draining)));
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown must wait for the request in flight"
+    );
+    assert!(matches!(
+        h.send_request(get_req("/hello")).await,
+        Err(TunnelError::Draining)
+    ));
     assert!(gw.server.sender("dev").is_none());
     gate.notify_one();
     assert_eq!(slow.await.unwrap(), "slow done");
-    tokio::time::timeout(Duration::from_secs(3), shutdown).await.expect("shutdown ends once idle").unwrap();
+    tokio::time::timeout(Duration::from_secs(3), shutdown)
+        .await
+        .expect("shutdown ends once idle")
+        .unwrap();
     p.stop().await;
     gw.stop().await;
 }
@@ -293,20 +436,37 @@ async fn gateway_shutdown_waits_for_in_flight_requests() {
 async fn a_reconnecting_name_replaces_its_old_tunnel() {
     let key = PrivateKeySigner::random();
     let gw = start_gateway(loopback(), |_| {}, operators(&[("dev", key.address())])).await;
-    let p1 = start_provider(test_client_config(&gw.url(), "dev"), key.clone(), provider_router("old", Arc::default()));
+    let p1 = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key.clone(),
+        provider_router("old", Arc::default()),
+    );
     let h1 = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
-    assert_eq!(text(h1.send_request(get_req("/hello")).await.unwrap()).await, "old via 127.0.0.1");
-    let p2 = start_provider(test_client_config(&gw.url(), "dev"), key, provider_router("new", Arc::default()));
+    assert_eq!(
+        text(h1.send_request(get_req("/hello")).await.unwrap()).await,
+        "old via 127.0.0.1"
+    );
+    let p2 = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key,
+        provider_router("new", Arc::default()),
+    );
     let start = Instant::now();
     loop {
         let h = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
         if text(h.send_request(get_req("/hello")).await.unwrap()).await == "new via 127.0.0.1" {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "the newer tunnel never took over");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the newer tunnel never took over"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(matches!(h1.send_request(get_req("/hello")).await, Err(TunnelError::Draining)));
+    assert!(matches!(
+        h1.send_request(get_req("/hello")).await,
+        Err(TunnelError::Draining)
+    ));
     assert_eq!(gw.server.names(), vec!["dev".to_owned()]);
     p2.stop().await;
     // The old provider's tunnel was closed; it keeps reconnecting until stopped.
@@ -317,19 +477,34 @@ async fn a_reconnecting_name_replaces_its_old_tunnel() {
 #[tokio::test]
 async fn the_gateway_bounds_streams_per_tunnel() {
     let key = PrivateKeySigner::random();
-    let gw = start_gateway(loopback(), |c| c.max_streams_per_tunnel = 1, operators(&[("dev", key.address())])).await;
+    let gw = start_gateway(
+        loopback(),
+        |c| c.max_streams_per_tunnel = 1,
+        operators(&[("dev", key.address())]),
+    )
+    .await;
     let gate = Arc::new(Notify::new());
-    let p = start_provider(test_client_config(&gw.url(), "dev"), key, provider_router("p", gate.clone()));
+    let p = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key,
+        provider_router("p", gate.clone()),
+    );
     let h = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
     let slow = tokio::spawn({
         let h = h.clone();
         async move { text(h.send_request(get_req("/slow")).await.unwrap()).await }
     });
     wait_in_flight(&h).await;
-    assert!(matches!(h.send_request(get_req("/hello")).await, Err(TunnelError::Overloaded)));
+    assert!(matches!(
+        h.send_request(get_req("/hello")).await,
+        Err(TunnelError::Overloaded)
+    ));
     gate.notify_one();
     assert_eq!(slow.await.unwrap(), "slow done");
-    assert_eq!(text(h.send_request(get_req("/hello")).await.unwrap()).await, "p via 127.0.0.1");
+    assert_eq!(
+        text(h.send_request(get_req("/hello")).await.unwrap()).await,
+        "p via 127.0.0.1"
+    );
     p.stop().await;
     gw.stop().await;
 }
@@ -338,16 +513,50 @@ async fn the_gateway_bounds_streams_per_tunnel() {
 async fn a_challenge_for_another_gateway_or_chain_is_not_signed() {
     let key = PrivateKeySigner::random();
     // The gateway claims a host other than the one the provider dials.
-    let gw = start_gateway(loopback(), |c| c.host = "evil.example".into(), operators(&[("dev", key.address())])).await;
-    let mut p = start_provider(test_client_config(&gw.url(), "dev"), key.clone(), provider_router("p", Arc::default()));
-    let s = p.wait_state("refused", |s| matches!(s, TunnelState::Refused { .. })).await;
-    assert!(matches!(s, TunnelState::Refused { code: RefusalCode::WrongGateway, .. }), "{s:?}");
+    let gw = start_gateway(
+        loopback(),
+        |c| c.host = "evil.example".into(),
+        operators(&[("dev", key.address())]),
+    )
+    .await;
+    let mut p = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key.clone(),
+        provider_router("p", Arc::default()),
+    );
+    let s = p
+        .wait_state("refused", |s| matches!(s, TunnelState::Refused { .. }))
+        .await;
+    assert!(
+        matches!(
+            s,
+            TunnelState::Refused {
+                code: RefusalCode::WrongGateway,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
     p.stop().await;
     gw.stop().await;
-    let gw = start_gateway(loopback(), |c| c.chain_id = 1, operators(&[("dev", key.address())])).await;
-    let mut p = start_provider(test_client_config(&gw.url(), "dev"), key, provider_router("p", Arc::default()));
-    let s = p.wait_state("refused", |s| matches!(s, TunnelState::Refused { .. })).await;
-    assert!(matches!(&s, TunnelState::Refused { code: RefusalCode::WrongGateway, message, .. } if message.contains("chain 1")), "{s:?}");
+    let gw = start_gateway(
+        loopback(),
+        |c| c.chain_id = 1,
+        operators(&[("dev", key.address())]),
+    )
+    .await;
+    let mut p = start_provider(
+        test_client_config(&gw.url(), "dev"),
+        key,
+        provider_router("p", Arc::default()),
+    );
+    let s = p
+        .wait_state("refused", |s| matches!(s, TunnelState::Refused { .. }))
+        .await;
+    assert!(
+        matches!(&s, TunnelState::Refused { code: RefusalCode::WrongGateway, message, .. } if message.contains("chain 1")),
+        "{s:?}"
+    );
     p.stop().await;
     gw.stop().await;
 }

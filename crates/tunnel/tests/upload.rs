@@ -20,7 +20,12 @@ const CHUNK: usize = 64 * 1024;
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,13 +52,19 @@ async fn a_gib_upload_streams_with_flat_memory() {
     );
     let p = start_provider(test_client_config(&gw.url(), "dev"), key, router);
     let h = wait_tunnel(&gw.server, "dev", Duration::from_secs(5)).await;
-    let warm = http::Request::post("/count").body(http_body_util::Full::new(Bytes::from(vec![0u8; 8 << 20]))).unwrap();
-    assert_eq!(text(h.send_request(warm).await.unwrap()).await, (8u64 << 20).to_string());
+    let warm = http::Request::post("/count")
+        .body(http_body_util::Full::new(Bytes::from(vec![0u8; 8 << 20])))
+        .unwrap();
+    assert_eq!(
+        text(h.send_request(warm).await.unwrap()).await,
+        (8u64 << 20).to_string()
+    );
 
     let before = rss_bytes();
     let chunk = Bytes::from(vec![0x5a; CHUNK]);
     let frames = futures_util::stream::iter(
-        (0..GIB / CHUNK as u64).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))),
+        (0..GIB / CHUNK as u64)
+            .map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))),
     );
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
     let sampler = tokio::spawn({
@@ -66,18 +77,26 @@ async fn a_gib_upload_streams_with_flat_memory() {
         }
     });
     let start = Instant::now();
-    let req = http::Request::post("/count").body(StreamBody::new(frames)).unwrap();
+    let req = http::Request::post("/count")
+        .body(StreamBody::new(frames))
+        .unwrap();
     let got = text(h.send_request(req).await.unwrap()).await;
     let took = start.elapsed();
     sampler.abort();
-    let growth = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before);
+    let growth = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
     eprintln!(
         "1 GiB upload through the tunnel: {took:?} ({:.0} MiB/s), peak RSS growth {} MiB",
         1024.0 / took.as_secs_f64(),
         growth >> 20
     );
     assert_eq!(got, GIB.to_string());
-    assert!(growth < 64 << 20, "RSS grew by {} MiB during the upload", growth >> 20);
+    assert!(
+        growth < 64 << 20,
+        "RSS grew by {} MiB during the upload",
+        growth >> 20
+    );
     p.stop().await;
     gw.stop().await;
 }

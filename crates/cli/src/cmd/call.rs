@@ -34,6 +34,10 @@ pub struct CallArgs {
     /// Provider (by profile name) to call instead of the profile's first one.
     #[arg(long)]
     pub provider: Option<String>,
+    /// Go through the profile's gateway (`GATEWAY/{provider}/{cid}`) instead of calling
+    /// the provider directly.
+    #[arg(long)]
+    pub gateway: bool,
     /// The most one call may cost, in USDC (e.g. 0.001); dearer calls are refused unpaid.
     #[arg(long, value_name = "AMOUNT")]
     pub max_price: Option<String>,
@@ -49,10 +53,16 @@ pub struct CallArgs {
 /// Sends the request and streams the answer to stdout.
 pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
     let profile = home.active_profile()?;
+    let gateway = if args.gateway {
+        Some(gateway_url(&profile)?)
+    } else {
+        None
+    };
     let (url, entry) = target_url(
         &args.target,
         args.path.as_deref(),
         args.provider.as_deref(),
+        gateway.as_deref(),
         &profile,
     )?;
     let body = match args.data.as_deref() {
@@ -151,11 +161,28 @@ pub async fn run(args: CallArgs, home: &Home, printer: &Printer) -> anyhow::Resu
     Ok(())
 }
 
-/// Resolves `CID|URL [PATH]` to the URL to request.
+/// The active profile's gateway (`gateway_url`, written by `khachapuri dev`).
+fn gateway_url(profile: &Profile) -> anyhow::Result<String> {
+    profile
+        .extra
+        .get("gateway_url")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            hint(
+                "the active profile names no gateway",
+                "start one with `khachapuri dev` (it runs a gateway) or pass the gateway's URL as the target",
+            )
+        })
+}
+
+/// Resolves `CID|URL [PATH]` to the URL to request: at the provider, or at `gateway`
+/// (`GATEWAY/{name}/{cid}`) when given.
 fn target_url(
     target: &str,
     path: Option<&str>,
     provider: Option<&str>,
+    gateway: Option<&str>,
     profile: &Profile,
 ) -> anyhow::Result<(String, Option<ProviderEntry>)> {
     let mut chosen = None;
@@ -181,7 +208,10 @@ fn target_url(
             })?,
         };
         chosen = Some(entry.clone());
-        format!("{}/{}", entry.url.trim_end_matches('/'), target)
+        match gateway {
+            Some(gw) => format!("{}/{}/{}", gw.trim_end_matches('/'), entry.name, target),
+            None => format!("{}/{}", entry.url.trim_end_matches('/'), target),
+        }
     };
     let url = match path {
         None => base,
@@ -216,28 +246,34 @@ mod tests {
     #[test]
     fn resolves_targets() {
         let mut p = Profile::default();
-        assert!(target_url("bafy", None, None, &p).is_err());
+        assert!(target_url("bafy", None, None, None, &p).is_err());
         p.providers.push(ProviderEntry {
             name: "dev".into(),
             url: "http://127.0.0.1:8080/".into(),
             address: None,
         });
         assert_eq!(
-            target_url("bafy", None, None, &p).expect("url").0,
+            target_url("bafy", None, None, None, &p).expect("url").0,
             "http://127.0.0.1:8080/bafy"
         );
         assert_eq!(
-            target_url("bafy", Some("a/b?x=1"), Some("dev"), &p)
+            target_url("bafy", Some("a/b?x=1"), Some("dev"), None, &p)
                 .expect("url")
                 .0,
             "http://127.0.0.1:8080/bafy/a/b?x=1"
         );
         assert_eq!(
-            target_url("http://h:1/c/", Some("/p"), None, &p)
+            target_url("http://h:1/c/", Some("/p"), None, None, &p)
                 .expect("url")
                 .0,
             "http://h:1/c/p"
         );
-        assert!(target_url("bafy", None, Some("nope"), &p).is_err());
+        assert!(target_url("bafy", None, Some("nope"), None, &p).is_err());
+        assert_eq!(
+            target_url("bafy", Some("/x"), None, Some("http://127.0.0.1:8088/"), &p)
+                .expect("url")
+                .0,
+            "http://127.0.0.1:8088/dev/bafy/x"
+        );
     }
 }

@@ -129,17 +129,14 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
     let target = if args.public {
         None
     } else {
-        let name = args
+        let named = args
             .provider
             .clone()
-            .or_else(|| manifest.as_ref().and_then(|m| m.provider.clone()))
-            .or_else(|| profile.providers.first().map(|p| p.name.clone()))
-            .ok_or_else(|| {
-                hint(
-                    "no provider to seal the spec to",
-                    "pass --provider NAME (see `khachapuri registry list`), or --public for a spec any provider may run",
-                )
-            })?;
+            .or_else(|| manifest.as_ref().and_then(|m| m.provider.clone()));
+        let name = match named {
+            Some(name) => name,
+            None => pick_provider(&profile, printer).await?,
+        };
         Some(
             resolve_target(
                 home,
@@ -255,6 +252,38 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// Picks the provider for a deploy that names none: the first of `registry select`'s
+/// ranking (default preferences), said out loud with the reason; without a chain in the
+/// profile, the profile's first provider.
+async fn pick_provider(profile: &Profile, printer: &Printer) -> anyhow::Result<String> {
+    let none = || {
+        hint(
+            "no provider to seal the spec to",
+            "pass --provider NAME (see `khachapuri registry select`), or --public for a spec any provider may run",
+        )
+    };
+    let Ok(net) = chainctx::Network::from_profile(profile) else {
+        return profile
+            .providers
+            .first()
+            .map(|p| p.name.clone())
+            .ok_or_else(none);
+    };
+    let chain = net.connect(None).await?;
+    let (ranked, _) = khachapuri_gateway::rank_registry(
+        &net.registry(&chain)?,
+        &khachapuri_gateway::Preferences::default(),
+    )
+    .await
+    .context("cannot rank the registry's providers")?;
+    let first = ranked.into_iter().next().ok_or_else(none)?;
+    printer.status(format!(
+        "no provider named: chose {} ({}); `khachapuri registry select` shows the ranking, --provider overrides it",
+        first.name, first.reason
+    ));
+    Ok(first.name)
 }
 
 /// Where a sealed spec goes, and the owner's voucher when the deployment is sponsored.

@@ -5,8 +5,8 @@ pub mod call;
 pub mod chainctx;
 pub mod deploy;
 pub mod dev;
-pub mod dev_paid;
 pub mod escrow;
+pub mod gateway;
 pub mod info;
 pub mod init;
 pub mod pay;
@@ -36,6 +36,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Wallet(args) => wallet::run(args, &home, printer).await,
         Command::Escrow(args) => escrow::run(args, &home, printer).await,
         Command::Registry(args) => registry::run(args, &home, printer).await,
+        Command::Gateway(args) => gateway::run(args, &home, printer).await,
         Command::Provider(args) => provider::run(args, &home, printer).await,
     }
 }

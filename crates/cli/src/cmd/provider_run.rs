@@ -31,6 +31,11 @@ pub struct RunArgs {
     /// Serve calls free of charge (otherwise calls are paid when the config has [payments]).
     #[arg(long)]
     pub free: bool,
+    /// Also serve through the gateway at GATEWAY_URL, over a tunnel the node dials (for a
+    /// provider with no public address; register `http(s)://NAME.DOMAIN` as its endpoint).
+    /// Needs `[payments]`: the tunnel proves the operator key.
+    #[arg(long, value_name = "GATEWAY_URL", env = "KHACHAPURI_PROVIDER_TUNNEL")]
+    pub tunnel: Option<String>,
     /// Maximum concurrent instances.
     #[arg(long, env = "KHACHAPURI_PROVIDER_MAX_INSTANCES")]
     pub max_instances: Option<usize>,
@@ -63,8 +68,12 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     let addr = listener.local_addr()?;
     let paid = config.payments.is_some() && !config.free;
     let (trigger, shutdown) = signal::channel();
+    let password = operator_password(config.payments.as_ref())?;
+    let tunnel = match &args.tunnel {
+        Some(url) => Some(tunnel_key(&config, url, password.as_deref())?),
+        None => None,
+    };
     let (admission, settlement): (Box<dyn khachapuri_provider::Admission>, _) = if paid {
-        let password = operator_password(config.payments.as_ref())?;
         let setup = khachapuri_provider::connect_payments(&mut config, password)
             .await
             .map_err(|e| hint(e.to_string(), "fix [payments] in the provider config"))?;
@@ -81,8 +90,23 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
         }
         (Box::new(khachapuri_provider::Free), None)
     };
-    let node =
-        khachapuri_provider::Node::new(config, admission).context("cannot start the provider")?;
+    let node = Arc::new(
+        khachapuri_provider::Node::new(config, admission).context("cannot start the provider")?,
+    );
+    if let Some((url, chain_id, signer)) = tunnel {
+        let (node, stop, printer) = (node.clone(), shutdown.clone().wait(), printer.clone());
+        printer.status(format!("serving through the gateway at {url} as well"));
+        tokio::spawn(async move {
+            let report = move |s: &khachapuri_provider::TunnelState| {
+                printer.status(format!("tunnel: {s:?}"))
+            };
+            if let Err(e) =
+                khachapuri_provider::serve_tunnel(node, &url, chain_id, signer, report, stop).await
+            {
+                tracing::error!("{e}");
+            }
+        });
+    }
     printer.data(format!("http://{addr}"));
     printer.status(format!(
         "provider listening on http://{addr}; Ctrl-C stops it"
@@ -91,7 +115,7 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
         signal::terminated().await;
         trigger.fire();
     };
-    khachapuri_provider::serve(listener, Arc::new(node), stopping)
+    khachapuri_provider::serve(listener, node, stopping)
         .await
         .context("the provider server failed")?;
     if let Some(task) = settlement {
@@ -99,6 +123,27 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     }
     printer.status("provider stopped");
     Ok(())
+}
+
+/// What `--tunnel` needs: the chain id and the operator key of `[payments]`.
+fn tunnel_key(
+    config: &NodeConfig,
+    url: &str,
+    password: Option<&str>,
+) -> anyhow::Result<(String, u64, khachapuri_chain::PrivateKeySigner)> {
+    let payments = config.payments.as_ref().ok_or_else(|| {
+        hint(
+            "--tunnel needs the operator key, and the config has no [payments]",
+            "add [payments] with operator_key_file (or operator_keystore) and chain_id",
+        )
+    })?;
+    let signer = payments.load_operator(password).map_err(|e| {
+        hint(
+            e.to_string(),
+            "fix operator_key_file / operator_keystore in [payments]",
+        )
+    })?;
+    Ok((url.to_string(), payments.chain_id, signer))
 }
 
 /// The provider config file: `--config FILE`, else the active profile's
@@ -191,6 +236,7 @@ mod tests {
             listen: None,
             gateways: Vec::new(),
             free: false,
+            tunnel: None,
             max_instances: None,
         }
     }
@@ -208,7 +254,7 @@ mod tests {
         let mut profile = crate::home::Profile::default();
         profile.extra.insert(
             "dev_key".into(),
-            toml::Value::String(khachapuri_chain::DEV_KEYS[1].to_string()),
+            toml::Value::String(khachapuri_devnet::DEV_KEYS[1].to_string()),
         );
         home.save_profile("p", &profile).expect("profile");
         let mut config = home.config().expect("config");
@@ -218,7 +264,7 @@ mod tests {
         assert_eq!(c.x25519_key_file, Some(key));
         assert_eq!(
             c.address,
-            Some(format!("{:#x}", khachapuri_chain::dev_signer(1).address()))
+            Some(format!("{:#x}", khachapuri_devnet::dev_signer(1).address()))
         );
     }
 }

@@ -33,12 +33,76 @@ pub enum RegistryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Providers ranked for your preferences (what `deploy` picks without --provider).
+    Select(SelectArgs),
     /// Every pricing table (prices in USDC base units × 1e6).
     Tables {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Arguments of `registry select`.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Only providers listing this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Most a typical call (one request, 100 ms, 0.1 MB) may cost, in USDC.
+    #[arg(long, value_name = "USDC")]
+    pub max_price: Option<String>,
+    /// Fewest reputation points.
+    #[arg(long, default_value_t = 0)]
+    pub min_reputation: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SelectArgs {
+    /// The preferences these flags ask for.
+    pub fn preferences(&self) -> anyhow::Result<khachapuri_gateway::Preferences> {
+        let max_price =
+            match &self.max_price {
+                None => None,
+                Some(p) => Some(khachapuri_chain::parse_micro_usdc(p).map_err(|e| {
+                    hint(format!("--max-price {p:?}: {e}"), "write USDC, e.g. 0.001")
+                })?),
+            };
+        Ok(khachapuri_gateway::Preferences {
+            region: self.region.clone(),
+            max_price,
+            min_reputation: self.min_reputation,
+        })
+    }
+}
+
+/// Prints the ranking of `registry select`.
+async fn select(
+    args: &SelectArgs,
+    registry: &khachapuri_chain::RegistryClient,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let (ranked, excluded) =
+        khachapuri_gateway::rank_registry(registry, &args.preferences()?).await?;
+    if args.json {
+        printer.json(&json!({"ranked": ranked, "excluded": excluded}));
+        return Ok(());
+    }
+    for (i, r) in ranked.iter().enumerate() {
+        printer.data(format!("{}. {}\t{}\t{}", i + 1, r.name, r.url, r.reason));
+    }
+    for e in &excluded {
+        printer.status(format!("left out {}: {}", e.name, e.why));
+    }
+    if ranked.is_empty() {
+        return Err(hint(
+            "no provider matches these preferences",
+            "relax --region, --max-price or --min-reputation",
+        ));
+    }
+    Ok(())
 }
 
 /// Runs a `registry` subcommand.
@@ -97,6 +161,7 @@ pub async fn run(args: RegistryArgs, home: &Home, printer: &Printer) -> anyhow::
                 ));
             }
         }
+        RegistryCommand::Select(select_args) => select(&select_args, &registry, printer).await?,
         RegistryCommand::Tables { json } => {
             let tables = registry.tables().await?;
             if json {

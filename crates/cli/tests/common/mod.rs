@@ -38,6 +38,11 @@ pub fn root() -> PathBuf {
 
 impl Dev {
     pub fn start() -> Dev {
+        Dev::start_with(&[])
+    }
+
+    /// [`Dev::start`] with more `khachapuri dev` flags.
+    pub fn start_with(extra: &[&str]) -> Dev {
         let home = tempfile::tempdir().unwrap();
         let mut child = Command::new(bin())
             .arg("--home")
@@ -48,8 +53,11 @@ impl Dev {
                 "127.0.0.1:0",
                 "--provider-listen",
                 "127.0.0.1:0",
+                "--gateway-listen",
+                "127.0.0.1:0",
             ])
             .args(["--chain-port", "0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use khachapuri_chain::{
-    dev_network, dev_signer, parse_usdc, sign_spec, Address, Anvil, AnvilOptions, Chain,
-    Deployment, EscrowClient, PrivateKeySigner, Voucher, DEV_KEYS,
+    parse_usdc, sign_spec, Address, Chain, Deployment, EscrowClient, PrivateKeySigner, Voucher,
 };
+use khachapuri_devnet::{dev_network, dev_signer, Anvil, AnvilOptions, DEV_KEYS};
 use khachapuri_payments::{encode_payment, Receipt};
 use khachapuri_provider::{connect_payments, Node, NodeConfig, PaymentsConfig, PriceList};
 use khachapuri_store::Blockstore;

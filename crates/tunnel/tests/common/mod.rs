@@ -15,8 +15,8 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use khachapuri_tunnel::{
-    ClientConfig, ServerConfig, StaticOperators, TunnelClient, TunnelHandle, TunnelServer, TunnelState, ViaTunnel,
-    TUNNEL_PATH,
+    ClientConfig, ServerConfig, StaticOperators, TunnelClient, TunnelHandle, TunnelServer,
+    TunnelState, ViaTunnel, TUNNEL_PATH,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
@@ -43,7 +43,12 @@ impl Gateway {
 }
 
 pub fn operators(pairs: &[(&str, Address)]) -> Arc<StaticOperators> {
-    Arc::new(StaticOperators(pairs.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect::<HashMap<_, _>>()))
+    Arc::new(StaticOperators(
+        pairs
+            .iter()
+            .map(|(n, a)| ((*n).to_owned(), *a))
+            .collect::<HashMap<_, _>>(),
+    ))
 }
 
 pub fn test_server_config(addr: SocketAddr) -> ServerConfig {
@@ -52,7 +57,11 @@ pub fn test_server_config(addr: SocketAddr) -> ServerConfig {
     c
 }
 
-pub async fn start_gateway(listen: SocketAddr, config: impl FnOnce(&mut ServerConfig), ops: Arc<StaticOperators>) -> Gateway {
+pub async fn start_gateway(
+    listen: SocketAddr,
+    config: impl FnOnce(&mut ServerConfig),
+    ops: Arc<StaticOperators>,
+) -> Gateway {
     let listener = TcpListener::bind(listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut cfg = test_server_config(addr);
@@ -61,13 +70,19 @@ pub async fn start_gateway(listen: SocketAddr, config: impl FnOnce(&mut ServerCo
     let app = Router::new()
         .route(
             TUNNEL_PATH,
-            get(|State(s): State<TunnelServer>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| async move {
-                s.upgrade(req, Some(peer))
-            }),
+            get(
+                |State(s): State<TunnelServer>,
+                 ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 req: Request| async move { s.upgrade(req, Some(peer)) },
+            ),
         )
         .with_state(server.clone());
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
     });
     Gateway { server, addr, task }
 }
@@ -108,7 +123,10 @@ pub fn provider_router(tag: &'static str, gate: Arc<Notify>) -> Router {
                     let gate = g1.clone();
                     async move {
                         match i {
-                            0 => Some((Ok::<_, std::io::Error>(Bytes::from_static(b"data: one\n\n")), 1)),
+                            0 => Some((
+                                Ok::<_, std::io::Error>(Bytes::from_static(b"data: one\n\n")),
+                                1,
+                            )),
                             1 => {
                                 gate.notified().await;
                                 Some((Ok(Bytes::from_static(b"data: two\n\n")), 2))
@@ -117,7 +135,10 @@ pub fn provider_router(tag: &'static str, gate: Arc<Notify>) -> Router {
                         }
                     }
                 });
-                ([("content-type", "text/event-stream")], axum::body::Body::from_stream(stream))
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(stream),
+                )
             }),
         )
         .route(
@@ -141,19 +162,32 @@ impl Provider {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        tokio::time::timeout(Duration::from_secs(15), &mut self.task).await.expect("provider stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .expect("provider stops")
+            .unwrap();
     }
     pub fn begin_stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
     }
-    pub async fn wait_state(&mut self, what: &str, f: impl Fn(&TunnelState) -> bool) -> TunnelState {
+    pub async fn wait_state(
+        &mut self,
+        what: &str,
+        f: impl Fn(&TunnelState) -> bool,
+    ) -> TunnelState {
         let mut rx = self.state.clone();
-        let got = tokio::time::timeout(Duration::from_secs(10), async { rx.wait_for(|s| f(s)).await.map(|s| s.clone()) }).await;
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            rx.wait_for(|s| f(s)).await.map(|s| s.clone())
+        })
+        .await;
         match got {
             Ok(r) => r.unwrap(),
-            Err(_) => panic!("provider never reached {what}; last state {:?}", *self.state.borrow()),
+            Err(_) => panic!(
+                "provider never reached {what}; last state {:?}",
+                *self.state.borrow()
+            ),
         }
     }
 }
@@ -180,7 +214,11 @@ pub fn start_provider(config: ClientConfig, signer: PrivateKeySigner, router: Ro
             .await
             .unwrap();
     });
-    Provider { state, stop: Some(tx), task }
+    Provider {
+        state,
+        stop: Some(tx),
+        task,
+    }
 }
 
 /// Waits until the gateway has a live tunnel for `name`.
@@ -190,7 +228,10 @@ pub async fn wait_tunnel(server: &TunnelServer, name: &str, within: Duration) ->
         if let Some(h) = server.sender(name) {
             return h;
         }
-        assert!(start.elapsed() < within, "no tunnel for {name} within {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "no tunnel for {name} within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -199,13 +240,19 @@ pub async fn wait_tunnel(server: &TunnelServer, name: &str, within: Duration) ->
 pub async fn wait_in_flight(h: &TunnelHandle) {
     let start = Instant::now();
     while h.in_flight() == 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "no request in flight after 5 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no request in flight after 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 pub fn get_req(path: &str) -> http::Request<Full<Bytes>> {
-    http::Request::get(path).header("host", "dev.localhost").body(Full::new(Bytes::new())).unwrap()
+    http::Request::get(path)
+        .header("host", "dev.localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 pub async fn text(resp: http::Response<khachapuri_tunnel::TunnelBody>) -> String {

@@ -1,4 +1,6 @@
-//! A local anvil node for tests and `khachapuri dev`: spawned on a free port, killed on drop.
+//! A local anvil node for tests and `khachapuri dev`: spawned on a free port, killed on
+//! drop, and killed by the kernel when the process that started it dies (a crashed or
+//! SIGKILLed `khachapuri dev` or test must not leave chains running).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -6,32 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use alloy::signers::local::PrivateKeySigner;
-
-use crate::error::{ChainError, Result};
-
-/// Private keys of anvil's first ten dev accounts (mnemonic `test test … junk`). Public
-/// knowledge: only for local networks.
-pub const DEV_KEYS: [&str; 10] = [
-    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
-    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
-    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
-    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
-    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
-    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
-    "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
-    "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
-];
-
-/// The signer of anvil dev account `index` (0..10; wraps around).
-#[allow(clippy::expect_used)]
-pub fn dev_signer(index: usize) -> PrivateKeySigner {
-    DEV_KEYS[index % DEV_KEYS.len()]
-        .parse()
-        .expect("the anvil dev keys are valid private keys")
-}
+use crate::error::{DevnetError, Result};
 
 /// How to start anvil.
 #[derive(Debug, Clone)]
@@ -58,11 +35,19 @@ impl Default for AnvilOptions {
 }
 
 /// A running anvil child process. Dropping it stops anvil.
+///
+/// The child is spawned and owned by a keeper thread that lives exactly as long as this
+/// value: Linux's parent-death signal is tied to the thread that forked, so spawning from a
+/// short-lived thread (a blocking-pool worker) would kill anvil early, and spawning from
+/// the caller's thread would tie anvil to whatever that thread is.
 #[derive(Debug)]
 pub struct Anvil {
-    child: Child,
+    pid: u32,
     port: u16,
     chain_id: u64,
+    /// Dropping it (or sending) tells the keeper to stop the child.
+    stop: Option<mpsc::Sender<()>>,
+    keeper: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Anvil {
@@ -74,7 +59,7 @@ impl Anvil {
     /// Starts anvil with `options`.
     pub fn spawn_with(options: AnvilOptions) -> Result<Self> {
         let bin = find_anvil().ok_or_else(|| {
-            ChainError::Anvil(
+            DevnetError::Anvil(
                 "anvil not found: run scripts/setup and `. scripts/env.sh`, or set KHACHAPURI_ANVIL"
                     .into(),
             )
@@ -89,12 +74,44 @@ impl Anvil {
         if let Some(bt) = options.block_time {
             cmd.args(["--block-time", &bt.to_string()]);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| ChainError::Anvil(format!("cannot start {}: {e}", bin.display())))?;
-        let Some(stdout) = child.stdout.take() else {
-            let _ = child.kill();
-            return Err(ChainError::Anvil("no stdout pipe".into()));
+        crate::death::die_with_parent(&mut cmd);
+        let (spawned_tx, spawned_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let keeper = std::thread::Builder::new()
+            .name("anvil-keeper".into())
+            .spawn(move || {
+                let mut child = match cmd.spawn() {
+                    Ok(child) => child,
+                    Err(e) => {
+                        let _ = spawned_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = spawned_tx.send(Ok((child.id(), child.stdout.take())));
+                // Blocks until the Anvil value is dropped (the sender goes away).
+                let _ = stop_rx.recv();
+                terminate(&mut child);
+            })
+            .map_err(|e| DevnetError::Anvil(format!("cannot start the anvil keeper: {e}")))?;
+        let (pid, stdout) = match spawned_rx.recv() {
+            Ok(Ok(spawned)) => spawned,
+            Ok(Err(e)) => {
+                return Err(DevnetError::Anvil(format!(
+                    "cannot start {}: {e}",
+                    bin.display()
+                )))
+            }
+            Err(_) => return Err(DevnetError::Anvil("the anvil keeper died".into())),
+        };
+        let mut anvil = Self {
+            pid,
+            port: 0,
+            chain_id,
+            stop: Some(stop_tx),
+            keeper: Some(keeper),
+        };
+        let Some(stdout) = stdout else {
+            return Err(DevnetError::Anvil("no stdout pipe".into()));
         };
         // anvil logs every transaction to stdout: keep draining it for the child's whole
         // life, or it blocks on a full pipe.
@@ -112,35 +129,23 @@ impl Anvil {
                 }
             }
         });
-        let deadline = Instant::now() + options.startup_timeout;
-        let mut anvil = Self {
-            child,
-            port: 0,
-            chain_id,
-        };
-        let addr = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(addr) => break addr,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(ChainError::Anvil("anvil exited before listening".into()))
-                }
-            }
-            if let Ok(Some(status)) = anvil.child.try_wait() {
-                return Err(ChainError::Anvil(format!("anvil exited: {status}")));
-            }
-            if Instant::now() > deadline {
-                return Err(ChainError::Anvil(format!(
+        let addr = match rx.recv_timeout(options.startup_timeout) {
+            Ok(addr) => addr,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(DevnetError::Anvil(format!(
                     "anvil did not listen within {:?}",
                     options.startup_timeout
-                )));
+                )))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(DevnetError::Anvil("anvil exited before listening".into()))
             }
         };
         anvil.port = addr
             .rsplit(':')
             .next()
             .and_then(|p| p.trim().parse().ok())
-            .ok_or_else(|| ChainError::Anvil(format!("cannot parse listen address {addr:?}")))?;
+            .ok_or_else(|| DevnetError::Anvil(format!("cannot parse listen address {addr:?}")))?;
         Ok(anvil)
     }
 
@@ -161,28 +166,36 @@ impl Anvil {
 
     /// OS process id (to tell users what to kill if needed).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 }
 
 impl Drop for Anvil {
     fn drop(&mut self) {
-        // SIGTERM first: through npm's node shim, SIGKILL would orphan the real binary.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        drop(self.stop.take());
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.join();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
+}
+
+/// Stops `child`: SIGTERM first (through npm's node shim, SIGKILL would orphan the real
+/// binary), SIGKILL after 3 s.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Finds an anvil executable: `$KHACHAPURI_ANVIL`, then PATH, then
