@@ -149,13 +149,43 @@ async fn big(addr: SocketAddr) -> f64 {
     BIG as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
 }
 
+async fn tunnel_big(server: &TunnelServer) -> f64 {
+    let h = server.sender("bench").unwrap();
+    let start = Instant::now();
+    let req = http::Request::get("/big")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let mut body = h.send_request(req).await.unwrap().into_body();
+    let mut n = 0;
+    while let Some(f) = body.frame().await {
+        n += f.unwrap().data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(n, BIG);
+    BIG as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+}
+
 async fn start_gateway(
     addr: SocketAddr,
     ops: Arc<StaticOperators>,
 ) -> (TunnelServer, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind(addr).await.unwrap();
-    let server = TunnelServer::new(ServerConfig::new("127.0.0.1", 31337), ops).unwrap();
+    let mut cfg = ServerConfig::new("127.0.0.1", 31337);
+    cfg.h2 = h2_from_env();
+    let server = TunnelServer::new(cfg, ops).unwrap();
     (server.clone(), tokio::spawn(gateway(listener, server)))
+}
+
+/// `KT_STREAM_WINDOW` / `KT_CONN_WINDOW` (bytes) override the HTTP/2 windows, to try them.
+fn h2_from_env() -> khachapuri_tunnel::H2Config {
+    let mut h2 = khachapuri_tunnel::H2Config::default();
+    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+    if let Some(w) = var("KT_STREAM_WINDOW") {
+        h2.stream_window = w;
+    }
+    if let Some(w) = var("KT_CONN_WINDOW") {
+        h2.connection_window = w;
+    }
+    h2
 }
 
 async fn wait_tunnel(server: &TunnelServer) {
@@ -182,7 +212,8 @@ async fn main() {
     let gw_addr = probe.local_addr().unwrap();
     drop(probe);
     let (server, gw_task) = start_gateway(gw_addr, ops.clone()).await;
-    let cfg = ClientConfig::new(format!("http://{gw_addr}"), "bench");
+    let mut cfg = ClientConfig::new(format!("http://{gw_addr}"), "bench");
+    cfg.h2 = h2_from_env();
     tokio::spawn(run_tunnel(
         cfg,
         Arc::new(key),
@@ -200,9 +231,12 @@ async fn main() {
     println!("  tunnel only       {t:>9.0}  ({:.2} of direct)", t / d);
     let bd = big(direct_addr).await;
     let bg = big(gw_addr).await;
+    let bt = tunnel_big(&server).await;
     println!(
-        "one 100 MiB response: direct {bd:.0} MiB/s, gateway + tunnel {bg:.0} MiB/s ({:.2})",
-        bg / bd
+        "one 100 MiB response: direct {bd:.0} MiB/s, gateway + tunnel {bg:.0} MiB/s ({:.2}), \
+         tunnel only {bt:.0} MiB/s ({:.2})",
+        bg / bd,
+        bt / bd
     );
 
     let mut times = Vec::new();

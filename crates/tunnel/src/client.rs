@@ -135,6 +135,7 @@ where
     ) -> Result<Self, TunnelError> {
         let target = parse_target(&config.gateway_url)?;
         handshake::check_name(&config.name).map_err(|e| TunnelError::Config(e.to_string()))?;
+        config.h2.check()?;
         Ok(Self {
             config,
             signer,
@@ -290,6 +291,7 @@ where
             .timer(TokioTimer::new())
             .initial_stream_window_size(h2.stream_window)
             .initial_connection_window_size(h2.connection_window)
+            .max_frame_size(h2.max_frame_size)
             .max_concurrent_streams(self.config.max_concurrent_streams)
             .keep_alive_interval(h2.ping_interval)
             .keep_alive_timeout(h2.ping_timeout)

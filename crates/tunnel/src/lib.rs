@@ -93,6 +93,26 @@
 //! Requests arriving through the tunnel carry a [`ViaTunnel`] extension: trust the
 //! gateway's `X-Forwarded-For` only on those.
 //!
+//! # Choices worth knowing
+//!
+//! - **A nonce is bound to its connection.** The gateway issues one per WebSocket and
+//!   admits only a hello echoing *that* nonce, then spends it ([`NonceStore::take`]) even
+//!   if the rest fails. A captured answer replayed on another connection is refused as
+//!   `nonce` before its signature is even looked at; the store adds expiry and the bound
+//!   on handshakes in progress (`busy` when full, never eviction).
+//! - **The gateway drains without GOAWAY.** HTTP/2 lets either side send GOAWAY, but
+//!   hyper's (h2's) client exposes no way to send one. So on `shutdown` (or when a newer
+//!   tunnel replaces an old one) the gateway stops routing locally (`Draining`), waits for
+//!   the requests in flight (bounded by `drain_timeout`, counted by [`TunnelBody`]), then
+//!   closes the WebSocket; the provider sees the close and reconnects at once. The
+//!   provider's own shutdown does send GOAWAY (it is the HTTP/2 server).
+//! - **`send_request` answers `Response<TunnelBody>`**, hyper's `Incoming` plus the
+//!   request's in-flight slot, rather than a bare `Incoming`: that is what makes drains
+//!   and `max_streams_per_tunnel` exact without the caller counting.
+//! - **The provider checks the challenge too**: host (against the URL it dialled) and
+//!   chain id (when configured). A rogue gateway cannot get a signature it could replay at
+//!   the real one, because the real one's host is in the signed text.
+//!
 //! # Limits
 //!
 //! Every wait is bounded and every limit is a field of [`ServerConfig`], [`ClientConfig`]

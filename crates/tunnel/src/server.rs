@@ -107,6 +107,7 @@ impl TunnelServer {
         let mut config = config;
         config.host = config.host.to_ascii_lowercase();
         handshake::check_host(&config.host).map_err(|e| TunnelError::Config(e.to_string()))?;
+        config.h2.check()?;
         if config.max_streams_per_tunnel == 0 || config.max_outstanding_nonces == 0 {
             return Err(TunnelError::Config(
                 "stream and nonce limits must be at least 1".into(),
@@ -242,6 +243,7 @@ impl TunnelServer {
             .timer(TokioTimer::new())
             .initial_stream_window_size(h2.stream_window)
             .initial_connection_window_size(h2.connection_window)
+            .max_frame_size(h2.max_frame_size)
             .keep_alive_interval(h2.ping_interval)
             .keep_alive_timeout(h2.ping_timeout)
             .keep_alive_while_idle(true)

@@ -16,9 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-/// Largest binary message one write produces. HTTP/2 frames are 16 KiB by default; 64
-/// KiB batches a few of them per message without approaching any sane message limit.
-pub(crate) const MAX_CHUNK: usize = 64 * 1024;
+/// Largest binary message one write produces: a few 64 KiB HTTP/2 frames per message,
+/// well under the 1 MiB default message limit ([`crate::H2Config::max_ws_message`]).
+pub(crate) const MAX_CHUNK: usize = 256 * 1024;
 
 /// The adapter. `S` is the socket under the WebSocket (TCP, TLS, or hyper's upgrade).
 pub(crate) struct WsIo<S> {

@@ -372,9 +372,7 @@ async fn provider_shutdown_drains_in_flight_requests() {
         let h = h.clone();
         async move { text(h.send_request(get_req("/slow")).await.unwrap()).await }
     });
-    while h.in_flight() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_in_flight(&h).await;
     p.begin_stop();
     // GOAWAY reaches the gateway: new requests are not accepted by the provider...
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -411,9 +409,7 @@ async fn gateway_shutdown_waits_for_in_flight_requests() {
         let h = h.clone();
         async move { text(h.send_request(get_req("/slow")).await.unwrap()).await }
     });
-    while h.in_flight() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_in_flight(&h).await;
     let server = gw.server.clone();
     let shutdown = tokio::spawn(async move { server.shutdown().await });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -498,9 +494,7 @@ async fn the_gateway_bounds_streams_per_tunnel() {
         let h = h.clone();
         async move { text(h.send_request(get_req("/slow")).await.unwrap()).await }
     });
-    while h.in_flight() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_in_flight(&h).await;
     assert!(matches!(
         h.send_request(get_req("/hello")).await,
         Err(TunnelError::Overloaded)

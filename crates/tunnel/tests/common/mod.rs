@@ -236,6 +236,18 @@ pub async fn wait_tunnel(server: &TunnelServer, name: &str, within: Duration) ->
     }
 }
 
+/// Waits (bounded) until the tunnel has a request in flight.
+pub async fn wait_in_flight(h: &TunnelHandle) {
+    let start = Instant::now();
+    while h.in_flight() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no request in flight after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub fn get_req(path: &str) -> http::Request<Full<Bytes>> {
     http::Request::get(path)
         .header("host", "dev.localhost")
