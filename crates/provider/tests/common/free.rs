@@ -17,7 +17,7 @@ pub struct Net {
     pub url: String,
     pub blocks: Blockstore,
     stop: watch::Sender<bool>,
-    _dirs: Vec<tempfile::TempDir>,
+    pub _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Drop for Net {
