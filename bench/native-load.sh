@@ -11,6 +11,8 @@
 #
 #   bench/native-load.sh            # results in bench/results/native-load.md
 #   DURATION=10s CONNS=16 bench/native-load.sh
+#   PROFILE=dev bench/native-load.sh   # the dev build (deps at opt-level 1): quicker to
+#                                      # build, slower wasm; the process row barely moves
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup
@@ -22,12 +24,14 @@ threads="${THREADS:-2}"
 out="bench/results/native-load.md"
 mkdir -p bench/results
 
-echo "==> building khachapuri (release), examples/hello, c-hello and native-hello" >&2
-cargo build --release --locked -p khachapuri
-(cd examples/hello && cargo build --release --target wasm32-wasip2 --quiet)
+profile="${PROFILE:-release}"
+echo "==> building khachapuri ($profile), examples/hello, c-hello and native-hello" >&2
+cargo build --profile "$profile" --locked -p khachapuri
+(cd examples/hello && env -u CARGO_TARGET_DIR cargo build --release --target wasm32-wasip2 --quiet)
 examples/c-hello/build.sh
 examples/native-hello/build.sh
-kh="$PWD/target/release/khachapuri"
+dir_of_profile=$([ "$profile" = dev ] && echo debug || echo "$profile")
+kh="${CARGO_TARGET_DIR:-$PWD/target}/$dir_of_profile/khachapuri"
 wasm="$PWD/examples/hello/target/wasm32-wasip2/release/hello.wasm"
 cgi_wasm="$PWD/examples/c-hello/target/c-hello.wasm"
 native="$PWD/examples/native-hello/target/native-hello.tar"
@@ -86,7 +90,7 @@ read -r sb_wall sb_cpu < <(measure bwrap --unshare-all --unshare-user --disable-
 {
   echo "# Native (process) load benchmark"
   echo
-  echo "$(date -u +%F) on $(nproc) cores; wrk -t$threads -d$duration; one \`khachapuri dev --free\` provider, same run"
+  echo "$(date -u +%F) on $(nproc) cores; wrk -t$threads -d$duration; one \`khachapuri dev --free\` provider ($profile build), same run"
   echo
   echo "| runtime | function | connections | req/s | p50 ms | p99 ms |"
   echo "|---|---|---|---|---|---|"

@@ -242,7 +242,29 @@ fn inherited_fd() -> std::fs::File {
 async fn host_secrets_and_the_data_dir_are_out_of_sight() {
     let data_dir = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let seen = data_dir.clone();
-    let (net, _) = node(move |c| *seen.lock().unwrap() = c.data_dir.display().to_string()).await;
+    let unpacked = std::sync::Arc::new(std::sync::Mutex::new(std::path::PathBuf::new()));
+    let seen_unpacked = unpacked.clone();
+    let (net, _) = node(move |c| {
+        // A data dir only root may enter (like one under /root): the sandbox uids cannot
+        // reach artifacts unpacked in it, so the node unpacks under the temp dir.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&c.data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        *seen.lock().unwrap() = c.data_dir.display().to_string();
+        *seen_unpacked.lock().unwrap() = c.process_config().unwrap().reachable_dir();
+    })
+    .await;
+    let unpacked = unpacked.lock().unwrap().clone();
+    assert!(
+        unpacked.starts_with(std::env::temp_dir())
+            && !unpacked.starts_with(&*data_dir.lock().unwrap())
+    );
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            khachapuri_archive::remove_tree(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(unpacked);
     let hello = deploy(&net, &native_hello(), |_| {});
     let data = data_dir.lock().unwrap().clone();
     assert!(std::path::Path::new(&data).is_dir());

@@ -156,6 +156,31 @@ pub struct ProcessConfig {
     pub host_dirs: Vec<PathBuf>,
 }
 
+impl ProcessConfig {
+    /// Where artifacts are really unpacked: `dir` when every directory above it lets
+    /// other users through (bubblewrap, running as the sandbox's uid, resolves the
+    /// artifact's path itself), else a directory of the system's temp dir named after
+    /// `dir`. Artifacts are public content (fetched by CID), so being readable there
+    /// discloses nothing; the node's data dir stays closed.
+    pub fn reachable_dir(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let open = self.dir.ancestors().skip(1).all(|a| {
+            a.as_os_str().is_empty()
+                || std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+        });
+        if open {
+            return self.dir.clone();
+        }
+        use sha2::{Digest, Sha256};
+        let tag: String = Sha256::digest(self.dir.as_os_str().as_encoded_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::env::temp_dir().join(format!("khachapuri-unpacked-{tag}"))
+    }
+}
+
 impl Default for ProcessConfig {
     fn default() -> Self {
         ProcessConfig {

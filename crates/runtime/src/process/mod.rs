@@ -71,10 +71,19 @@ impl ProcessRuntime {
                 "process uids must be at least 1 and end below 2^31".into(),
             ));
         }
-        let dirs = ArtifactDirs::new(config.dir.clone(), config.max_disk_bytes, config.unpack)
-            .map_err(|e| {
-                RuntimeError::Internal(format!("unpack dir {}: {e}", config.dir.display()))
-            })?;
+        let dir = config.reachable_dir();
+        if dir != config.dir {
+            tracing::info!(
+                wanted = %config.dir.display(),
+                using = %dir.display(),
+                "the sandbox uids cannot reach the unpack dir (a closed parent directory): unpacking under the temp dir instead"
+            );
+        }
+        let dirs = ArtifactDirs::new(dir.clone(), config.max_disk_bytes, config.unpack)
+            .map_err(|e| RuntimeError::Internal(format!("unpack dir {}: {e}", dir.display())))?;
+        // Other users (the sandbox uids) pass through but cannot list it.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711));
         Ok(ProcessRuntime {
             uids: Arc::new(UidPool::new(config.uid_base, config.uids)),
             config,
