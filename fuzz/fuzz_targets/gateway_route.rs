@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(valid_name(&name), "{name:?}");
             assert!(path.starts_with('/'), "{path:?}");
         }
-        Ok(Route::Public { path, .. }) => assert!(path.starts_with('/') || path.is_empty()),
+        Ok(Route::Public { path, .. }) => assert!(path.starts_with('/'), "{path:?}"),
         Ok(Route::Health) | Err(_) => {}
     }
     if let Ok(ip) = text.trim().parse::<std::net::IpAddr>() {

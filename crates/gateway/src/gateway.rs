@@ -85,7 +85,7 @@ pub fn route(
     if let Ok(cid) = first.parse::<Cid>() {
         return Ok(Route::Public {
             cid,
-            path: path_and_query.to_string(),
+            path: format!("/{rest}"),
         });
     }
     if valid_name(first) {
