@@ -54,8 +54,9 @@ for c in "$conns" 1; do
   conns_now=$c
   for spec in "wasi-http examples/hello $hello" "wagi examples/c-hello $cgi" "process examples/native-hello $nat"; do
     read -r rt fn cid <<<"$spec"
-    conns=$conns_now run_wrk "$purl/$cid/" >/dev/null   # warm-up
-    read -r rps p50 p99 < <(conns=$conns_now run_wrk "$purl/$cid/")
+    t_now=$(( conns_now < threads ? conns_now : threads ))
+    threads=$t_now conns=$conns_now run_wrk "$purl/$cid/" >/dev/null   # warm-up
+    read -r rps p50 p99 < <(threads=$t_now conns=$conns_now run_wrk "$purl/$cid/")
     rows+=("| $rt | $fn | $conns_now | $rps | $p50 | $p99 |")
   done
 done
@@ -65,7 +66,7 @@ done
 n=200
 # The unpacked program, copied where the sandbox uid may read it (the runtime hands the
 # directory over by descriptor instead; a shell cannot).
-main=$(find "$KHACHAPURI_HOME" -path '*/unpacked/*' -name main | head -1)
+main=$(find "$KHACHAPURI_HOME" "${TMPDIR:-/tmp}"/khachapuri-unpacked-* -name main 2>/dev/null | head -1)
 dir=$(mktemp -d); chmod 755 "$dir"; cp "$main" "$dir/main"; chmod 555 "$dir/main"
 measure() {
   python3 - "$n" "$@" <<'PY'
