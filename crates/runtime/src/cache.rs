@@ -90,16 +90,7 @@ impl DiskCache {
     /// `{cid}-{kind}-{engine}.cwasm`; a CID that is not plain alphanumeric (every real
     /// CID string is) is hashed so it can never escape the directory.
     pub(crate) fn path(&self, cid: &str, kind: GuestKind) -> PathBuf {
-        let safe =
-            !cid.is_empty() && cid.len() <= 128 && cid.bytes().all(|b| b.is_ascii_alphanumeric());
-        let name = if safe {
-            cid.to_owned()
-        } else {
-            Sha256::digest(cid.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        };
+        let name = cid_file_name(cid);
         self.dir.join(format!(
             "{name}-{}-{}.cwasm",
             kind.as_str(),
@@ -199,6 +190,21 @@ fn load_file(engine: &Engine, path: &Path, kind: GuestKind) -> wasmtime::Result<
             GuestKind::Process => wasmtime::bail!("a process artifact has no compiled code"),
         })
     }
+}
+
+/// A file name for `cid` that can never escape its directory: the CID itself when it is
+/// plain alphanumeric (every real CID string is), else its SHA-256 in hex. Shared by the
+/// compiled-code cache and the unpacked-archive cache.
+pub(crate) fn cid_file_name(cid: &str) -> String {
+    let safe =
+        !cid.is_empty() && cid.len() <= 128 && cid.bytes().all(|b| b.is_ascii_alphanumeric());
+    if safe {
+        return cid.to_owned();
+    }
+    Sha256::digest(cid.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

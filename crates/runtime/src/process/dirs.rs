@@ -77,18 +77,7 @@ impl ArtifactDirs {
     /// `root/{cid}`; a CID that is not plain alphanumeric (every real CID string is) is
     /// hashed so it can never escape the directory.
     pub(crate) fn path(&self, cid: &str) -> PathBuf {
-        let safe =
-            !cid.is_empty() && cid.len() <= 128 && cid.bytes().all(|b| b.is_ascii_alphanumeric());
-        let name = if safe {
-            cid.to_owned()
-        } else {
-            use sha2::{Digest, Sha256};
-            Sha256::digest(cid.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        };
-        self.root.join(name)
+        self.root.join(crate::cache::cid_file_name(cid))
     }
 
     /// Blocking: the unpacked directory of `cid` if it is on disk (marked recently used).
