@@ -19,7 +19,7 @@ mod common;
 use common::client;
 use common::free::{start, Net};
 
-/// uids per node: more than its `max_instances`.
+/// uids per node: more than its `max_instances` + `process_max_warm`.
 const UIDS: u32 = 64;
 
 /// A uid range of its own for every node: test binaries (and other people's test runs)
@@ -41,6 +41,8 @@ async fn node(tweak: impl FnOnce(&mut NodeConfig)) -> (Net, u32) {
         c.max_unpacked_bytes = 8 << 20;
         c.process_uid_base = base;
         c.process_uids = UIDS;
+        // Every test runs through the warm pool (the default); 32 + 16 uids fit.
+        c.max_instances = 32;
         tweak(c);
     })
     .await;
@@ -127,7 +129,13 @@ async fn a_node_without_process_refuses_it_with_501() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_bomb_an_endless_loop_and_a_memory_hog_are_contained() {
-    let (net, base) = node(|c| c.default_timeout_ms = 1_500).await;
+    // No warm pool here: the test counts every process of the sandbox uids to prove a
+    // killed call leaves none, and started-ahead sandboxes would be counted too.
+    let (net, base) = node(|c| {
+        c.default_timeout_ms = 1_500;
+        c.process_warm_per_program = 0;
+    })
+    .await;
     let hello = deploy(&net, &native_hello(), |_| {});
     for (name, want) in [
         ("forkbomb", 504),
@@ -352,5 +360,70 @@ async fn a_full_node_answers_503() {
     let (status, body) = net.get(&format!("/{hello}/")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(busy.await.unwrap().as_u16(), 504);
+    still_serving(&net, &hello).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_sandboxes_serve_one_request_each_with_its_own_env_and_body() {
+    let (net, base) = node(|c| {
+        c.max_instances = 16;
+        c.process_warm_per_program = 2;
+        c.process_max_warm = 4;
+    })
+    .await;
+    let cid = deploy(&net, &native_c("once"), with_env(&[("GREETING", "hi")]));
+    let hello = deploy(&net, &native_hello(), |_| {});
+    for i in 0..6 {
+        let body = format!("call {i}");
+        let resp = client()
+            .post(format!("{}/{cid}/", net.url))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.contains("tmp: fresh"),
+            "call {i} saw another call's /tmp: {text}"
+        );
+        assert!(text.contains("greeting: hi"), "{text}");
+        assert!(text.contains("method: POST"), "{text}");
+        assert!(text.contains(&format!("body: {body}")), "{text}");
+        // The refill runs in the background: give it a moment so later calls meet a
+        // started-ahead sandbox, not only ones spawned on arrival.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Native-hello through the pool too, with its CGI variables from this request.
+    let (status, body) = net.get(&format!("/{hello}/greet?x=2")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("GET /greet?x=2"), "{body}");
+    // The pool holds at most process_max_warm waiting sandboxes (a few processes each).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Zombies do not count: the inner bubblewrap of a finished sandbox is re-parented
+    // to the host's init, which reaps it in its own time.
+    let waiting: Vec<String> = sandbox_processes(base)
+        .into_iter()
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+            !matches!(state, Some('Z') | None)
+        })
+        .collect();
+    let launchers = waiting
+        .iter()
+        .filter(|p| {
+            // The launcher itself (bubblewrap's argv names it too); comm is cut at 15 bytes.
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "khachapuri-laun")
+        })
+        .count();
+    // Two programs were called, two sandboxes each wait: process_max_warm = 4.
+    assert_eq!(launchers, 4, "{waiting:?}");
+    assert!(
+        waiting.len() <= 4 * 3,
+        "{} sandbox processes wait",
+        waiting.len()
+    );
     still_serving(&net, &hello).await;
 }

@@ -154,6 +154,16 @@ pub struct ProcessConfig {
     /// for dynamically linked programs or scripts). Empty by default: the program sees
     /// nothing of the host, so artifacts must be static.
     pub host_dirs: Vec<PathBuf>,
+    /// Sandboxes kept started ahead of their request per program (and limits), once the
+    /// program has been called: each serves exactly one request, so this only moves
+    /// sandbox start-up off the request's path. 0 turns the pool off.
+    pub warm_per_program: usize,
+    /// Started-ahead sandboxes in all, across programs: each holds a uid and a few
+    /// processes' memory while it waits.
+    pub max_warm: usize,
+    /// How long a started-ahead sandbox may wait for a request before it is stopped, so
+    /// a program called once does not keep sandboxes forever.
+    pub warm_idle: std::time::Duration,
 }
 
 impl ProcessConfig {
@@ -194,6 +204,9 @@ impl Default for ProcessConfig {
             uid_base: 1_800_000_000,
             uids: 1024,
             host_dirs: Vec::new(),
+            warm_per_program: 0,
+            max_warm: 16,
+            warm_idle: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -13,6 +13,7 @@
 mod dirs;
 mod pre_exec;
 mod sandbox;
+mod warm;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -22,6 +23,11 @@ use bytes::Bytes;
 
 use crate::{CallOptions, GuestKind, ProcessConfig, RuntimeError};
 use dirs::ArtifactDirs;
+use sandbox::Start;
+use warm::{WarmKey, WarmPool};
+
+/// The launcher of warm sandboxes (`launch/launch.c`, built by `build.rs`).
+const LAUNCHER_BYTES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/khachapuri-launch"));
 
 /// An unpacked program ready to run: its read-only directory.
 #[derive(Debug, Clone)]
@@ -39,9 +45,52 @@ impl Program {
 /// Unpacked artifacts, the uid pool and the sandbox settings.
 #[derive(Debug)]
 pub(crate) struct ProcessRuntime {
-    config: ProcessConfig,
+    config: Arc<ProcessConfig>,
     dirs: ArtifactDirs,
     uids: Arc<UidPool>,
+    /// Sandboxes started ahead of their request; `None` when `warm_per_program` is 0.
+    warm: Option<Arc<Warm>>,
+}
+
+/// The warm pool and the launcher its sandboxes run.
+#[derive(Debug)]
+struct Warm {
+    pool: WarmPool,
+    /// A private directory holding only the launcher, bound read-only into each warm
+    /// sandbox by descriptor (deleted with the runtime).
+    _dir: tempfile::TempDir,
+    /// That directory, open: handed to bubblewrap like the artifact's.
+    launcher: std::fs::File,
+}
+
+impl Warm {
+    /// Writes the launcher into a fresh private directory. Blocking.
+    fn new(config: &ProcessConfig) -> Result<Self, RuntimeError> {
+        use std::os::unix::fs::PermissionsExt;
+        if LAUNCHER_BYTES.is_empty() {
+            return Err(RuntimeError::Internal(
+                "warm sandboxes need x86-64 Linux (set process warm_per_program = 0)".into(),
+            ));
+        }
+        let fail = |e: std::io::Error| {
+            RuntimeError::Internal(format!("cannot write the warm-sandbox launcher: {e}"))
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("khachapuri-launch-")
+            .tempdir()
+            .map_err(fail)?;
+        let path = dir.path().join(sandbox::LAUNCHER);
+        std::fs::write(&path, LAUNCHER_BYTES).map_err(fail)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o555)).map_err(fail)?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(fail)?;
+        let launcher = std::fs::File::open(dir.path()).map_err(fail)?;
+        Ok(Warm {
+            pool: WarmPool::new(config.warm_per_program, config.max_warm, config.warm_idle),
+            _dir: dir,
+            launcher,
+        })
+    }
 }
 
 impl ProcessRuntime {
@@ -84,10 +133,15 @@ impl ProcessRuntime {
         // Other users (the sandbox uids) pass through but cannot list it.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711));
+        let warm = match config.warm_per_program {
+            0 => None,
+            _ => Some(Arc::new(Warm::new(&config)?)),
+        };
         Ok(ProcessRuntime {
             uids: Arc::new(UidPool::new(config.uid_base, config.uids)),
-            config,
+            config: Arc::new(config),
             dirs,
+            warm,
         })
     }
 
@@ -112,18 +166,82 @@ impl ProcessRuntime {
             })
     }
 
-    /// Runs one request through `program` in a fresh sandbox.
+    /// Runs one request through `program` in a fresh sandbox: started now, or started
+    /// ahead for it by the warm pool (which is then refilled in the background).
     pub(crate) async fn call(
         &self,
         program: &Program,
         req: http::Request<Bytes>,
         opts: &CallOptions<'_>,
     ) -> Result<http::Response<Bytes>, RuntimeError> {
-        let uid = self
-            .uids
-            .take()
-            .ok_or(RuntimeError::Busy(self.config.uids))?;
-        sandbox::run(&self.config, program, uid.uid, req, opts).await
+        let limits = opts.limits;
+        let (parts, body) = req.into_parts();
+        let env = sandbox::env(opts, &parts, body.len())?;
+        let rlimits = sandbox::rlimits(&self.config, &limits);
+        let Some(warm) = &self.warm else {
+            let uid = self.uid()?;
+            let sb = sandbox::spawn(&self.config, program, uid, rlimits, Start::Direct(&env))?;
+            return sandbox::serve(sb, None, body, limits).await;
+        };
+        let block = sandbox::env_block(&env)?;
+        let key = WarmKey {
+            dir: program.dir.clone(),
+            rlimits,
+        };
+        let sb = match warm.pool.take(&key) {
+            Some(sb) => sb,
+            None => {
+                let uid = self.uid()?;
+                let launcher = Start::Launcher(&warm.launcher);
+                sandbox::spawn(&self.config, program, uid, rlimits, launcher)?
+            }
+        };
+        self.refill(warm, key, program);
+        sandbox::serve(sb, Some(block), body, limits).await
+    }
+
+    /// A uid for a call; when none is free, one idle warm sandbox gives its up.
+    fn uid(&self) -> Result<UidLease, RuntimeError> {
+        if let Some(u) = self.uids.take() {
+            return Ok(u);
+        }
+        if self.warm.as_ref().is_some_and(|w| w.pool.evict_one()) {
+            if let Some(u) = self.uids.take() {
+                return Ok(u);
+            }
+        }
+        Err(RuntimeError::Busy(self.config.uids))
+    }
+
+    /// Starts sandboxes for `key` in the background up to its target. They are spawned
+    /// from a runtime worker thread, which lives as long as the runtime: bubblewrap's
+    /// `--die-with-parent` watches the thread that forked it.
+    fn refill(&self, warm: &Arc<Warm>, key: WarmKey, program: &Program) {
+        let n = warm.pool.reserve(&key);
+        if n == 0 {
+            return;
+        }
+        let (config, uids, warm) = (self.config.clone(), self.uids.clone(), warm.clone());
+        let program = program.clone();
+        tokio::spawn(async move {
+            for started in 0..n {
+                let sb = uids
+                    .take()
+                    .ok_or(RuntimeError::Busy(config.uids))
+                    .and_then(|uid| {
+                        let launcher = Start::Launcher(&warm.launcher);
+                        sandbox::spawn(&config, &program, uid, key.rlimits, launcher)
+                    });
+                match sb {
+                    Ok(sb) => warm.pool.put(&key, sb),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not start a warm sandbox");
+                        warm.pool.cancel(&key, n - started);
+                        return;
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -136,9 +254,9 @@ struct UidPool {
 }
 
 /// A uid in use; back to the pool when dropped.
-struct UidLease {
+pub(crate) struct UidLease {
     pool: Arc<UidPool>,
-    uid: u32,
+    pub(crate) uid: u32,
 }
 
 impl UidPool {

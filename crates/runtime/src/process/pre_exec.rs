@@ -17,7 +17,7 @@ use rustix::process::{setrlimit, Resource, Rlimit};
 
 /// Resource limits of one sandbox (soft = hard, except CPU: SIGXCPU, then SIGKILL one
 /// second later).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Rlimits {
     /// `RLIMIT_CPU`, seconds of CPU time per process.
     pub(crate) cpu_secs: u64,
@@ -29,21 +29,33 @@ pub(crate) struct Rlimits {
     pub(crate) open_files: u64,
 }
 
-/// Arranges for `cmd`'s child to keep `keep_fd` open across exec and to run under
-/// `limits`. `keep_fd` must stay open in the parent until the child is spawned.
-pub(crate) fn install(cmd: &mut tokio::process::Command, keep_fd: RawFd, limits: Rlimits) {
+/// Arranges for `cmd`'s child to keep `keep` (one or two descriptors: the artifact
+/// directory, and the launcher's for a warm sandbox) open across exec and to run under
+/// `limits`. The descriptors must stay open in the parent until the child is spawned.
+pub(crate) fn install(cmd: &mut tokio::process::Command, keep: &[RawFd], limits: Rlimits) {
+    // Sorted, in a fixed array: the hook may not allocate.
+    let mut fds = [-1 as RawFd; 2];
+    for (slot, fd) in fds.iter_mut().zip(keep) {
+        *slot = *fd;
+    }
+    let n = keep.len().min(2);
+    fds[..n].sort_unstable();
     let hook = move || -> std::io::Result<()> {
-        // SAFETY: `keep_fd` is open in the parent when `spawn` forks (the caller holds
-        // the `File` across the spawn), so it is open in the child, which this borrow
-        // does not outlive.
-        let fd = unsafe { BorrowedFd::borrow_raw(keep_fd) };
-        let keep =
-            u32::try_from(keep_fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
-        if keep > 3 {
-            cloexec_range(3, keep - 1)?;
+        let mut next = 3u32;
+        for &keep_fd in &fds[..n] {
+            // SAFETY: each kept descriptor is open in the parent when `spawn` forks (the
+            // caller holds its `File` across the spawn), so it is open in the child,
+            // which this borrow does not outlive.
+            let fd = unsafe { BorrowedFd::borrow_raw(keep_fd) };
+            let keep = u32::try_from(keep_fd)
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+            if keep > next {
+                cloexec_range(next, keep - 1)?;
+            }
+            next = keep.saturating_add(1);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
         }
-        cloexec_range(keep + 1, u32::MAX)?;
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+        cloexec_range(next, u32::MAX)?;
         let both = |n: u64| Rlimit {
             current: Some(n),
             maximum: Some(n),

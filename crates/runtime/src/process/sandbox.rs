@@ -20,11 +20,18 @@ const STDERR_KEEP: usize = 4096;
 const REAP_GRACE: Duration = Duration::from_secs(5);
 /// Where the artifact appears inside the sandbox.
 const APP: &str = "/app";
+/// Where the launcher's directory appears inside a warm sandbox.
+const LAUNCH_DIR: &str = "/.khachapuri";
+/// The launcher's file name (in its directory on the host and in the sandbox).
+pub(crate) const LAUNCHER: &str = "khachapuri-launch";
+/// Largest request environment the launcher accepts (`launch/launch.c`).
+const MAX_ENV_BLOCK: usize = 1 << 20;
 
 /// The bubblewrap arguments for one call (everything but the limits, which are rlimits).
 fn args(
     config: &ProcessConfig,
     fd: i32,
+    launcher_fd: Option<i32>,
     tmp_bytes: u64,
     env: &[(String, String)],
 ) -> Vec<std::ffi::OsString> {
@@ -52,6 +59,11 @@ fn args(
     }
     push(&fd.to_string());
     push(APP);
+    if let Some(l) = launcher_fd {
+        push("--ro-bind-fd");
+        push(&l.to_string());
+        push(LAUNCH_DIR);
+    }
     // `--dev` is a tmpfs the size of half the host's memory, writable by the sandbox:
     // read-only it stays (the devices in it still work), so memory is only ever written
     // through the capped `/tmp`.
@@ -84,13 +96,36 @@ fn args(
         a.push(v.into());
     }
     a.push("--".into());
-    a.push(format!("{APP}/{}", khachapuri_archive::MAIN).into());
+    match launcher_fd {
+        Some(_) => a.push(format!("{LAUNCH_DIR}/{LAUNCHER}").into()),
+        None => a.push(format!("{APP}/{}", khachapuri_archive::MAIN).into()),
+    }
     a
+}
+
+/// A request's environment as the launcher reads it: a little-endian u32 length, then
+/// `NAME=VALUE` entries each ending in NUL (names and values hold no NUL, see [`env`]).
+pub(crate) fn env_block(env: &[(String, String)]) -> Result<Vec<u8>, RuntimeError> {
+    let mut block = vec![0u8; 4];
+    for (k, v) in env {
+        block.extend_from_slice(k.as_bytes());
+        block.push(b'=');
+        block.extend_from_slice(v.as_bytes());
+        block.push(0);
+    }
+    let len = block.len() - 4;
+    if len > MAX_ENV_BLOCK {
+        return Err(RuntimeError::BadRequest(format!(
+            "the request's CGI environment is {len} bytes, over the {MAX_ENV_BLOCK} a process call takes"
+        )));
+    }
+    block[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(block)
 }
 
 /// The env a program sees: the spec's, then the CGI variables (which win). Names that
 /// cannot be environment variables are refused rather than dropped silently.
-fn env(
+pub(crate) fn env(
     opts: &CallOptions<'_>,
     parts: &http::request::Parts,
     body_len: usize,
@@ -154,47 +189,96 @@ fn kill(pid: Option<u32>) {
     }
 }
 
-pub(crate) async fn run(
+/// A started sandbox: bubblewrap with the program (or, warm, the launcher) inside,
+/// holding its uid until it is reaped.
+pub(crate) struct Sandbox {
+    child: tokio::process::Child,
+    /// Returned to the pool when the sandbox is dropped, i.e. after it was reaped or killed.
+    _uid: super::UidLease,
+    /// When it was started (a warm sandbox waiting too long is stopped).
+    pub(crate) born: std::time::Instant,
+}
+
+impl Sandbox {
+    /// Whether bubblewrap is still running (a warm sandbox may have died waiting).
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// How a sandbox learns its request's environment.
+pub(crate) enum Start<'a> {
+    /// As bubblewrap arguments; the program runs at once (no pool).
+    Direct(&'a [(String, String)]),
+    /// Later, on stdin, read by the launcher whose directory this is (a warm sandbox).
+    Launcher(&'a std::fs::File),
+}
+
+/// Starts a sandbox for `program` as `uid` under `rlimits`. Does not wait for it.
+pub(crate) fn spawn(
     config: &ProcessConfig,
     program: &Program,
-    uid: u32,
-    req: http::Request<Bytes>,
-    opts: &CallOptions<'_>,
-) -> Result<http::Response<Bytes>, RuntimeError> {
-    let limits = opts.limits;
-    let (parts, body) = req.into_parts();
-    let env = env(opts, &parts, body.len())?;
+    uid: super::UidLease,
+    rlimits: Rlimits,
+    start: Start<'_>,
+) -> Result<Sandbox, RuntimeError> {
     let internal = |what: &str, e: std::io::Error| RuntimeError::Internal(format!("{what}: {e}"));
     // Opened here, handed over by descriptor (see `pre_exec`), closed once spawned.
     let dir = std::fs::File::open(&program.dir).map_err(|e| internal("opening the artifact", e))?;
     let fd = dir.as_raw_fd();
+    let (launcher_fd, env) = match start {
+        Start::Direct(env) => (None, env),
+        Start::Launcher(l) => (Some(l.as_raw_fd()), &[][..]),
+    };
     let mut cmd = tokio::process::Command::new(&config.bwrap);
-    cmd.args(args(config, fd, config.tmp_bytes, &env))
+    cmd.args(args(config, fd, launcher_fd, config.tmp_bytes, env))
         .env_clear()
-        .uid(uid)
-        .gid(uid)
+        .uid(uid.uid)
+        .gid(uid.uid)
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    pre_exec::install(
-        &mut cmd,
-        fd,
-        Rlimits {
-            cpu_secs: limits.timeout.as_secs().saturating_add(1),
-            address_space: limits.memory_bytes as u64,
-            processes: config.max_processes,
-            open_files: config.max_open_files,
-        },
-    );
-    let mut child = cmd.spawn().map_err(|e| {
+    let keep: Vec<i32> = std::iter::once(fd).chain(launcher_fd).collect();
+    pre_exec::install(&mut cmd, &keep, rlimits);
+    let child = cmd.spawn().map_err(|e| {
         internal(
             &format!("starting bubblewrap ({})", config.bwrap.display()),
             e,
         )
     })?;
     drop(dir);
+    Ok(Sandbox {
+        child,
+        _uid: uid,
+        born: std::time::Instant::now(),
+    })
+}
+
+/// The rlimits of a call under `limits`.
+pub(crate) fn rlimits(config: &ProcessConfig, limits: &crate::Limits) -> Rlimits {
+    Rlimits {
+        cpu_secs: limits.timeout.as_secs().saturating_add(1),
+        address_space: limits.memory_bytes as u64,
+        processes: config.max_processes,
+        open_files: config.max_open_files,
+    }
+}
+
+/// Serves one request with `sandbox`: writes `prefix` (a warm sandbox's environment
+/// block) and the body to its stdin, reads a bounded stdout, enforces the deadline
+/// (counted from here) by killing the sandbox, maps the outcome.
+pub(crate) async fn serve(
+    sandbox: Sandbox,
+    prefix: Option<Vec<u8>>,
+    body: Bytes,
+    limits: crate::Limits,
+) -> Result<http::Response<Bytes>, RuntimeError> {
+    let internal = |what: &str, e: std::io::Error| RuntimeError::Internal(format!("{what}: {e}"));
+    let Sandbox {
+        mut child, _uid, ..
+    } = sandbox;
     let pid = child.id();
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let capacity = limits.max_response_bytes.saturating_add(HEADER_ALLOWANCE);
@@ -203,6 +287,9 @@ pub(crate) async fn run(
         let feed = async move {
             if let Some(mut s) = stdin {
                 // A program that does not read its body gets EPIPE here: not an error.
+                if let Some(p) = prefix {
+                    let _ = s.write_all(&p).await;
+                }
                 let _ = s.write_all(&body).await;
             }
         };
@@ -317,7 +404,7 @@ mod tests {
 
     #[test]
     fn the_sandbox_has_no_network_and_a_read_only_root() {
-        let a = args(&ProcessConfig::default(), 7, 1024, &[]);
+        let a = args(&ProcessConfig::default(), 7, None, 1024, &[]);
         let a: Vec<String> = a.iter().map(|s| s.to_string_lossy().into_owned()).collect();
         for must in [
             "--unshare-all",
