@@ -4,10 +4,12 @@
 # program, one fresh bubblewrap sandbox per request) against examples/hello (a wasi-http
 # component) and examples/c-hello (the same CGI program as wagi), wrk -t2 -c16 and -c1.
 #
-# Warm sandboxes: a sandbox may never serve two requests, so a pool could only start each
-# one ahead of its request. The script measures what that could save: the CPU and wall
-# time of starting a sandbox exactly as the runtime does (`bwrap` with the same
-# namespaces and mounts) against running the same program bare (fork + exec only).
+# Warm sandboxes: a sandbox may never serve two requests, so the pool only starts each
+# one ahead of its request. The process row runs twice: sandboxes started on arrival
+# ("-"), then with WARM (default 4) started ahead per program (`khachapuri dev
+# --warm-sandboxes N`). The script also measures the CPU and wall time of starting a
+# sandbox exactly as the runtime does (`bwrap` with the same namespaces and mounts)
+# against running the same program bare (fork + exec only).
 #
 #   bench/native-load.sh            # results in bench/results/native-load.md
 #   DURATION=10s CONNS=16 bench/native-load.sh
@@ -38,28 +40,47 @@ native="$PWD/examples/native-hello/target/native-hello.tar"
 
 . bench/lib.sh
 
-export KHACHAPURI_HOME="$(mktemp -d)"
-"$kh" -q dev --free --store-listen 127.0.0.1:0 --provider-listen 127.0.0.1:0 >"$KHACHAPURI_HOME/dev.out" 2>"$KHACHAPURI_HOME/dev.log" &
-dpid=$!; pids+=("$dpid")
-for _ in $(seq 1 300); do grep -q provider "$KHACHAPURI_HOME/dev.out" 2>/dev/null && break; sleep 0.1; done
-purl=$("$kh" info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["providers"][0]["url"])')
-curl -fsS "$purl/.well-known/khachapuri" | python3 -c 'import json,sys; r=json.load(sys.stdin)["runtimes"]; assert "process" in r, r'
-hello=$("$kh" -q deploy "$wasm" --public)
-cgi=$("$kh" -q deploy "$cgi_wasm" --public)
-nat=$("$kh" -q deploy "$native" --public)
-first=$(curl -fsS -o /dev/null -w '%{time_total}' "$purl/$nat/")   # fetch + unpack
+warm_n="${WARM:-4}"
+# One dev network per pool setting: without warm sandboxes (every row), then with
+# $warm_n started ahead per program (the process row again), same build, same run.
+start_dev() {
+  export KHACHAPURI_HOME="$(mktemp -d)"
+  "$kh" -q dev --free --warm-sandboxes "$1" --store-listen 127.0.0.1:0 --provider-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 >"$KHACHAPURI_HOME/dev.out" 2>"$KHACHAPURI_HOME/dev.log" &
+  dpid=$!; pids+=("$dpid")
+  for _ in $(seq 1 300); do grep -q provider "$KHACHAPURI_HOME/dev.out" 2>/dev/null && break; sleep 0.1; done
+  purl=$("$kh" info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["providers"][0]["url"])')
+  curl -fsS "$purl/.well-known/khachapuri" | python3 -c 'import json,sys; r=json.load(sys.stdin)["runtimes"]; assert "process" in r, r'
+  hello=$("$kh" -q deploy "$wasm" --public)
+  cgi=$("$kh" -q deploy "$cgi_wasm" --public)
+  nat=$("$kh" -q deploy "$native" --public)
+}
+stop_dev() { kill -TERM "$dpid"; wait "$dpid" 2>/dev/null || true; }
 
 rows=()
-for c in "$conns" 1; do
-  conns_now=$c
-  for spec in "wasi-http examples/hello $hello" "wagi examples/c-hello $cgi" "process examples/native-hello $nat"; do
-    read -r rt fn cid <<<"$spec"
-    t_now=$(( conns_now < threads ? conns_now : threads ))
-    threads=$t_now conns=$conns_now run_wrk "$purl/$cid/" >/dev/null   # warm-up
-    read -r rps p50 p99 < <(threads=$t_now conns=$conns_now run_wrk "$purl/$cid/")
-    rows+=("| $rt | $fn | $conns_now | $rps | $p50 | $p99 |")
+measure_rows() {   # $1 = label of the pool setting, rest = "runtime function cid" specs
+  local pool=$1; shift
+  for c in "$conns" 1; do
+    conns_now=$c
+    for spec in "$@"; do
+      read -r rt fn cid <<<"$spec"
+      t_now=$(( conns_now < threads ? conns_now : threads ))
+      threads=$t_now conns=$conns_now run_wrk "$purl/$cid/" >/dev/null   # warm-up
+      read -r rps p50 p99 < <(threads=$t_now conns=$conns_now run_wrk "$purl/$cid/")
+      rows+=("| $rt | $fn | $pool | $conns_now | $rps | $p50 | $p99 |")
+    done
   done
-done
+}
+
+start_dev 0
+first=$(curl -fsS -o /dev/null -w '%{time_total}' "$purl/$nat/")   # fetch + unpack
+measure_rows "-" "wasi-http examples/hello $hello" "wagi examples/c-hello $cgi" "process examples/native-hello $nat"
+sdir="$KHACHAPURI_HOME"
+stop_dev
+start_dev "$warm_n"
+curl -fsS -o /dev/null "$purl/$nat/"
+measure_rows "warm $warm_n" "process examples/native-hello $nat"
+stop_dev
+KHACHAPURI_HOME="$sdir"
 
 # What a warm pool could save per request: sandbox start-up vs a bare fork + exec of the
 # same program, N sequential runs each (CPU = user + sys of the children).
@@ -93,8 +114,8 @@ read -r sb_wall sb_cpu < <(measure bwrap --unshare-all --unshare-user --disable-
   echo
   echo "$(date -u +%F) on $(nproc) cores; wrk -t$threads -d$duration; one \`khachapuri dev --free\` provider ($profile build), same run"
   echo
-  echo "| runtime | function | connections | req/s | p50 ms | p99 ms |"
-  echo "|---|---|---|---|---|---|"
+  echo "| runtime | function | sandboxes | connections | req/s | p50 ms | p99 ms |"
+  echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
   echo "- first call of native-hello after deploy (fetch + unpack + run): ${first}s"

@@ -61,6 +61,9 @@ pub struct DevnetOptions {
     /// `signature_checks_per_client_per_sec` of the paid providers (0: unlimited, the
     /// developer's own machine).
     pub signature_limit: u32,
+    /// `process` sandboxes each provider starts ahead of their request per called
+    /// program (`process_warm_per_program`); 0 starts each on arrival.
+    pub warm_sandboxes: usize,
     /// Applied to every provider's config before it starts (tests tune limits here).
     pub edit_node: Option<fn(&mut NodeConfig)>,
 }
@@ -82,6 +85,7 @@ impl DevnetOptions {
             fallback_ports: true,
             store_publish: khachapuri_store::PublishConfig::default(),
             signature_limit: 0,
+            warm_sandboxes: 0,
             edit_node: None,
         }
     }

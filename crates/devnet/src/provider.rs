@@ -69,6 +69,7 @@ pub(crate) async fn start_provider(plan: ProviderPlan<'_>, wallet: &Chain) -> Re
         free: plan.prices.is_none(),
         // The developer's own machine: native programs run too (`provider run` opts in).
         runtimes: NodeConfig::local_runtimes(),
+        process_warm_per_program: plan.options.warm_sandboxes,
         ..NodeConfig::default()
     };
     if let Some(edit) = plan.options.edit_node {

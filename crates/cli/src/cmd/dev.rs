@@ -57,6 +57,10 @@ pub struct DevArgs {
     /// `provider run`'s default) to see what strangers meet.
     #[arg(long, default_value_t = 0)]
     pub signature_limit: u32,
+    /// `process` sandboxes each provider starts ahead of their request per called native
+    /// program (each still serves one request); 0 starts each on arrival.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub warm_sandboxes: usize,
 }
 
 /// Runs the local network until Ctrl-C or SIGTERM.
@@ -120,6 +124,7 @@ fn options(args: &DevArgs, home: &Home) -> anyhow::Result<DevnetOptions> {
         fallback_ports: true,
         store_publish,
         signature_limit: args.signature_limit,
+        warm_sandboxes: args.warm_sandboxes,
         edit_node: None,
     })
 }
