@@ -191,9 +191,14 @@ async fn kill_9_under_load_loses_no_accepted_voucher_and_claims_nothing_beyond()
             ok
         }));
     }
-    // Let a few hundred calls through, then SIGKILL the node mid-load.
+    // Let a few hundred calls through, then SIGKILL the node mid-load. At least 2 s of
+    // load: the ledger writes consumption a few times a second (a crash forgets at most
+    // the last interval's charges), and on a fast machine 150 calls take less than one
+    // interval, which left nothing consumed on disk to settle.
     let started = Instant::now();
-    while answered.load(Ordering::SeqCst) < 150 && started.elapsed() < Duration::from_secs(60) {
+    while (answered.load(Ordering::SeqCst) < 150 || started.elapsed() < Duration::from_secs(2))
+        && started.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.start_kill().unwrap(); // SIGKILL
