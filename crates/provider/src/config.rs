@@ -129,7 +129,8 @@ pub struct NodeConfig {
     pub process_warm_per_program: usize,
     /// Started-ahead `process` sandboxes in all (each holds a uid and a little memory).
     pub process_max_warm: usize,
-    /// How long a started-ahead sandbox waits for a request before it is stopped (ms).
+    /// How long a started-ahead sandbox waits for a request before it is stopped (ms),
+    /// checked lazily at the next `process` call.
     pub process_warm_idle_ms: u64,
     /// How calls are paid (chain, escrow, prices, operator key); absent or `free = true`
     /// means every call is free.

@@ -161,7 +161,8 @@ pub struct ProcessConfig {
     /// Started-ahead sandboxes in all, across programs: each holds a uid and a few
     /// processes' memory while it waits.
     pub max_warm: usize,
-    /// How long a started-ahead sandbox may wait for a request before it is stopped, so
+    /// How long a started-ahead sandbox may wait for a request before the next call that
+    /// finds it stops it (checked lazily; `max_warm` bounds them meanwhile), so
     /// a program called once does not keep sandboxes forever.
     pub warm_idle: std::time::Duration,
 }

@@ -5,8 +5,10 @@
 //! the pool only moves start-up off the request's path. Its CPU is spent either way. A
 //! warm sandbox runs the launcher (`launch/launch.c`), which blocks on stdin until the
 //! node writes the request's environment, then becomes the program. Bounded: at most
-//! `warm_per_program` per program and limits, `max_warm` in all, each stopped after
-//! `warm_idle` without a request; a program gets warm sandboxes only once it is called.
+//! `warm_per_program` per program and limits, `max_warm` in all, each stopped once found
+//! idle past `warm_idle` (checked lazily, at the next call of any program: there is no
+//! sweeper, so a node that gets no calls keeps at most `max_warm` waiting); a program gets
+//! warm sandboxes only once it is called.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
