@@ -1,5 +1,10 @@
 //! AMD SEV-SNP: the report signed by the chip's VCEK, the VCEK certified by AMD's
 //! ASK and ARK (the `sev` crate's built-in Milan, Genoa and Turin roots).
+//!
+//! Not checked (yet): the certificates' validity periods against the verification
+//! time (`sev`'s pure-Rust chain check ignores them; AMD's ARK/ASK are valid for 25
+//! years, VCEKs for 7) and VCEK revocation (AMD's CRL would have to travel with the
+//! evidence).
 
 use sev::certs::snp::{builtin, ca, Certificate, Chain, Verifiable};
 use sev::firmware::guest::AttestationReport;

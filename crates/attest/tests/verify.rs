@@ -135,10 +135,20 @@ fn tdx_flipped_body_byte_fails_signature() {
         collateral: TDX_COLLATERAL.to_vec(),
     };
     let err = verify_evidence_only(&ev, &Policy::default(), pinned()).expect_err("tampered");
-    assert!(
-        matches!(err, AttestError::BadSignature(_) | AttestError::BadChain(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, AttestError::BadSignature(_)), "{err:?}");
+}
+
+#[test]
+fn tdx_tampered_collateral_is_refused() {
+    let mut collateral = TDX_COLLATERAL.to_vec();
+    let mid = collateral.len() / 2; // inside the TCB info issuer chain
+    collateral[mid] ^= 0x01;
+    let ev = Evidence::Tdx {
+        quote: TDX_QUOTE.to_vec(),
+        collateral,
+    };
+    let err = verify_evidence_only(&ev, &Policy::default(), pinned()).expect_err("tampered");
+    assert!(matches!(err, AttestError::BadChain(_)), "{err:?}");
 }
 
 #[test]
