@@ -66,6 +66,9 @@ pub struct DevnetOptions {
     pub warm_sandboxes: usize,
     /// Applied to every provider's config before it starts (tests tune limits here).
     pub edit_node: Option<fn(&mut NodeConfig)>,
+    /// Each provider also runs libp2p on loopback (TCP and QUIC, ephemeral ports), `dev`
+    /// being the others' bootstrap peer, and attests with the devnet's test hierarchy.
+    pub p2p: bool,
 }
 
 impl DevnetOptions {
@@ -87,6 +90,7 @@ impl DevnetOptions {
             signature_limit: 0,
             warm_sandboxes: 0,
             edit_node: None,
+            p2p: false,
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct DevProvider {
     pub config_file: PathBuf,
     /// The node itself (metrics, cache usage in tests).
     pub node: Arc<Node>,
+    /// Its libp2p node, when the devnet runs p2p.
+    pub p2p: Option<Arc<khachapuri_p2p::P2pNode>>,
 }
 
 impl std::fmt::Debug for DevProvider {
@@ -144,6 +150,11 @@ pub struct Devnet {
     pub notices: Vec<String>,
     /// Dev account 0's connection: the wallet that deployed and pays.
     pub wallet: Chain,
+    /// The test attestation hierarchy the p2p providers attest with (a publisher's policy
+    /// names its root to accept them); `None` without p2p.
+    pub attest_authority: Option<Arc<khachapuri_attest::TestAuthority>>,
+    /// Where a publisher joins the p2p network (`dev`'s addresses); empty without p2p.
+    pub p2p_bootstrap: Vec<khachapuri_p2p::Multiaddr>,
     anvil: Anvil,
     stop: watch::Sender<bool>,
     /// One stop per provider, for [`Devnet::stop_provider`].
@@ -231,6 +242,16 @@ impl Devnet {
         let mut providers = Vec::with_capacity(options.providers);
         let mut background = Vec::new();
         let mut provider_stops = Vec::new();
+        let attest_authority = if options.p2p {
+            Some(Arc::new(
+                khachapuri_attest::TestAuthority::generate().map_err(|e| {
+                    DevnetError::Options(format!("cannot create the test attestation root: {e}"))
+                })?,
+            ))
+        } else {
+            None
+        };
+        let mut p2p_bootstrap = Vec::new();
         for (i, listener) in provider_listeners.into_iter().enumerate() {
             let plan = ProviderPlan {
                 name: provider_name(i),
@@ -243,8 +264,18 @@ impl Devnet {
                 deployment,
                 prices: prices.clone(),
                 options: &options,
+                p2p: attest_authority.clone().map(|a| (a, p2p_bootstrap.clone())),
             };
             let started = start_provider(plan, &wallet).await?;
+            if let (Some(p2p), true) = (&started.provider.p2p, p2p_bootstrap.is_empty()) {
+                p2p_bootstrap = p2p
+                    .listen_addrs()
+                    .await
+                    .map_err(|e| DevnetError::Provider {
+                        name: started.provider.name.clone(),
+                        reason: format!("p2p: {e}"),
+                    })?;
+            }
             let (own_stop, own_rx) = watch::channel(false);
             provider_stops.push(own_stop);
             let global = stop_rx.clone();
@@ -288,6 +319,8 @@ impl Devnet {
             prices,
             notices,
             wallet,
+            attest_authority,
+            p2p_bootstrap,
             anvil,
             stop,
             provider_stops,

@@ -8,6 +8,10 @@ use std::sync::Arc;
 use khachapuri_chain::{Chain, Deployment, EscrowClient, RegistryClient, U256};
 use khachapuri_provider::{connect_payments, Node, NodeConfig, PaymentsConfig, PriceList};
 
+use khachapuri_attest::TestAuthority;
+use khachapuri_p2p::Multiaddr;
+use khachapuri_provider::{Attester, P2pFacts, P2pSection};
+
 use crate::error::{DevnetError, Result};
 use crate::keys::{dev_signer, DEV_KEYS};
 use crate::network::{register, DevProvider, DevnetOptions};
@@ -24,6 +28,8 @@ pub(crate) struct ProviderPlan<'a> {
     pub deployment: Deployment,
     pub prices: Option<PriceList>,
     pub options: &'a DevnetOptions,
+    /// With p2p: the attestation authority and the peers to bootstrap from.
+    pub p2p: Option<(Arc<TestAuthority>, Vec<Multiaddr>)>,
 }
 
 /// A configured node, not yet serving.
@@ -72,6 +78,19 @@ pub(crate) async fn start_provider(plan: ProviderPlan<'_>, wallet: &Chain) -> Re
         process_warm_per_program: plan.options.warm_sandboxes,
         ..NodeConfig::default()
     };
+    if let Some((_, bootstrap)) = &plan.p2p {
+        config.p2p = Some(P2pSection {
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0".into(),
+                "/ip4/127.0.0.1/udp/0/quic-v1".into(),
+            ],
+            bootstrap: bootstrap.iter().map(|a| a.to_string()).collect(),
+            announce_listen_addrs: true,
+            endpoint: Some(plan.url.clone()),
+            regions: vec!["local".into()],
+            ..P2pSection::default()
+        });
+    }
     if let Some(edit) = plan.options.edit_node {
         edit(&mut config);
     }
@@ -96,7 +115,32 @@ pub(crate) async fn start_provider(plan: ProviderPlan<'_>, wallet: &Chain) -> Re
     };
     let config_file = plan.data_dir.join("provider.toml");
     write_config(&config_file, &config)?;
-    let node = Node::new(config, admission).map_err(|e| fail(e.to_string()))?;
+    let p2p_section = config.p2p.clone();
+    let node = Arc::new(Node::new(config, admission).map_err(|e| fail(e.to_string()))?);
+    let p2p = match (&plan.p2p, p2p_section) {
+        (Some((authority, _)), Some(section)) => {
+            let prices = plan.prices.clone().unwrap_or_default();
+            let min_channel = khachapuri_chain::parse_usdc(&prices.per_request)
+                .map_err(|e| fail(format!("dev prices: {e}")))?;
+            let facts = P2pFacts {
+                operator: dev_signer(plan.key_index),
+                chain_id: plan.deployment.chain_id,
+                escrow_address: plan.deployment.escrow,
+                escrow: plan
+                    .prices
+                    .is_some()
+                    .then(|| EscrowClient::new(&operator_chain, plan.deployment.escrow)),
+                prices,
+                min_channel,
+                attester: Attester::Test(authority.clone()),
+            };
+            let started = khachapuri_provider::start_p2p(node.clone(), facts, &section)
+                .await
+                .map_err(|e| fail(format!("p2p: {e}")))?;
+            Some(Arc::new(started))
+        }
+        _ => None,
+    };
     Ok(Started {
         provider: DevProvider {
             name: plan.name,
@@ -105,7 +149,8 @@ pub(crate) async fn start_provider(plan: ProviderPlan<'_>, wallet: &Chain) -> Re
             key_index: plan.key_index,
             data_dir: plan.data_dir,
             config_file,
-            node: Arc::new(node),
+            node,
+            p2p,
         },
         settlement,
     })

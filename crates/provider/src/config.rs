@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{PaymentsConfig, ProviderError};
+use crate::{P2pSection, PaymentsConfig, ProviderError};
 
 /// Everything the node needs; every field says why it exists.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +135,8 @@ pub struct NodeConfig {
     /// How calls are paid (chain, escrow, prices, operator key); absent or `free = true`
     /// means every call is free.
     pub payments: Option<PaymentsConfig>,
+    /// Publisher ↔ provider over libp2p beside HTTP; absent means off.
+    pub p2p: Option<P2pSection>,
 }
 
 /// The runtimes a node can run; `process` only when listed in [`NodeConfig::runtimes`].
@@ -192,6 +194,7 @@ impl Default for NodeConfig {
             process_max_warm: 16,
             process_warm_idle_ms: 60_000,
             payments: None,
+            p2p: None,
         }
     }
 }
@@ -200,6 +203,9 @@ impl NodeConfig {
     /// Rejects configurations that would only fail later, before any port is bound.
     pub fn validate(&self) -> Result<(), ProviderError> {
         let bad = |m: &str| Err(ProviderError::Config(m.to_string()));
+        if let Some(p2p) = &self.p2p {
+            p2p.to_p2p_config()?;
+        }
         if self.max_instances == 0 {
             return bad("max_instances must be at least 1");
         }

@@ -8,6 +8,8 @@ mod error;
 mod http;
 mod metrics;
 mod node;
+mod p2p;
+mod p2p_config;
 mod paid;
 mod payments_config;
 mod respond;
@@ -26,6 +28,8 @@ pub use khachapuri_store::BlockCacheUsage;
 pub use khachapuri_tunnel::TunnelState;
 pub use metrics::Metrics;
 pub use node::{Deployment, Node, NodeCacheUsage, RECEIPT_HEADER};
+pub use p2p::{start_p2p, Attester, P2pFacts};
+pub use p2p_config::P2pSection;
 pub use paid::{Paid, PaidTerms};
 pub use payments_config::{
     connect_payments, format_micro_usdc, parse_micro_usdc, PaidSetup, PaymentsConfig, PriceList,

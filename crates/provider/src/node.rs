@@ -240,6 +240,20 @@ impl Node {
         ))
     }
 
+    /// The X25519 public key specs are sealed to (`None` without a key file): bound into
+    /// attestation evidence.
+    pub fn x25519_public(&self) -> Option<[u8; 32]> {
+        Some(khachapuri_seal::public_key(self.seal_key.as_deref()?))
+    }
+
+    /// Fetches, opens and compiles the deployment behind `cid` ahead of its first call
+    /// (p2p provisioning), through the same bounded fetch and compile paths a call takes.
+    pub async fn provision(&self, cid: &str) -> Result<Arc<Deployment>, ProviderError> {
+        let d = self.deployment(cid).await?;
+        self.prepared(&d).await?;
+        Ok(d)
+    }
+
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.config

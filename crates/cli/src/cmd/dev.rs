@@ -61,6 +61,10 @@ pub struct DevArgs {
     /// program (each still serves one request); 0 starts each on arrival.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub warm_sandboxes: usize,
+    /// The providers also run libp2p (TCP and QUIC on loopback, ephemeral ports) and
+    /// attest with a dev-only test hierarchy: `deploy --p2p` finds them through the DHT.
+    #[arg(long)]
+    pub p2p: bool,
 }
 
 /// Runs the local network until Ctrl-C or SIGTERM.
@@ -126,6 +130,7 @@ fn options(args: &DevArgs, home: &Home) -> anyhow::Result<DevnetOptions> {
         signature_limit: args.signature_limit,
         warm_sandboxes: args.warm_sandboxes,
         edit_node: None,
+        p2p: args.p2p,
     })
 }
 

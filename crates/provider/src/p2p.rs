@@ -1,0 +1,289 @@
+//! The provider node's answers to `/khachapuri/{attest,capacity,provision}/1`.
+//!
+//! The protocol's rules (what an order must prove, how answers are signed) live in
+//! `khachapuri-p2p`; this module supplies the node's facts: its keys, runtimes, limits
+//! and prices, the channel on chain, and the fetch-and-compile path calls already take.
+//! Provisioning is real work (a fetch and a compile), so it happens only for an order a
+//! payer signed for us, backed by a funded channel that is not being unlocked.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use khachapuri_attest::{Binding, Evidence, TestAuthority};
+use khachapuri_chain::{Address, EscrowClient, PrivateKeySigner, U256};
+use khachapuri_p2p::messages::{
+    AttestRequest, AttestResponse, CapacityOffer, CapacityRequest, Prices, ProvisionRequest,
+    ProvisionResult, Signed,
+};
+use khachapuri_p2p::{open_order, refusal, sign_offer, sign_result, P2pNode, PeerId, Responder};
+
+use crate::node::Node;
+use crate::p2p_config::P2pSection;
+use crate::{PriceList, ProviderError};
+
+/// Where attestation evidence comes from.
+#[derive(Clone)]
+pub enum Attester {
+    /// No TEE on this machine: the node says so, with why.
+    NoTee(String),
+    /// Khachapuri's test hierarchy (dev and tests only; publishers accept it only when
+    /// their policy names its root).
+    Test(Arc<TestAuthority>),
+}
+
+/// What the node answers with, besides the node itself.
+pub struct P2pFacts {
+    /// Signs offers and results; vouchers are made out to its address.
+    pub operator: PrivateKeySigner,
+    /// Chain of the escrow.
+    pub chain_id: u64,
+    /// The escrow's address.
+    pub escrow_address: Address,
+    /// The escrow, to check a payer's channel before provisioning (`None`: a free node,
+    /// nothing to check).
+    pub escrow: Option<EscrowClient>,
+    /// Prices offered.
+    pub prices: PriceList,
+    /// The least a channel must hold (base units) for an order to be provisioned.
+    pub min_channel: U256,
+    /// Evidence source.
+    pub attester: Attester,
+}
+
+/// Starts the node's libp2p side: identity from `section`'s key file, the DHT
+/// announcement, and the three protocols answered from `node` and `facts`.
+pub async fn start_p2p(
+    node: Arc<Node>,
+    facts: P2pFacts,
+    section: &P2pSection,
+) -> Result<P2pNode, ProviderError> {
+    let config = section.to_p2p_config()?;
+    let key_path = section.key_path(&node.config().data_dir);
+    let key = tokio::task::spawn_blocking(move || khachapuri_p2p::load_or_create_key(&key_path))
+        .await
+        .map_err(|e| ProviderError::Internal(e.to_string()))?
+        .map_err(|e| ProviderError::Config(e.to_string()))?;
+    let peer = key.public().to_peer_id();
+    let x25519 = node
+        .x25519_public()
+        .ok_or_else(|| ProviderError::Config("p2p needs the node's x25519_key_file".into()))?;
+    let endpoint = section
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", node.config().listen));
+    let responder = ProviderAnswers {
+        node,
+        peer,
+        x25519,
+        endpoint,
+        section: section.clone(),
+        facts,
+    };
+    P2pNode::start(key, config, Some(Arc::new(responder)))
+        .await
+        .map_err(|e| ProviderError::Config(e.to_string()))
+}
+
+struct ProviderAnswers {
+    node: Arc<Node>,
+    peer: PeerId,
+    x25519: [u8; 32],
+    endpoint: String,
+    section: P2pSection,
+    facts: P2pFacts,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl ProviderAnswers {
+    fn prices(&self) -> Prices {
+        Prices {
+            per_request: self.facts.prices.per_request.clone(),
+            per_ms: self.facts.prices.per_ms.clone(),
+            per_mb: self.facts.prices.per_mb_out.clone(),
+        }
+    }
+
+    fn tee(&self) -> &'static str {
+        match self.facts.attester {
+            Attester::NoTee(_) => "none",
+            Attester::Test(_) => "test",
+        }
+    }
+
+    fn sign(&self, result: &ProvisionResult) -> Signed {
+        // Signing with a local key cannot fail short of a bug; an unsigned answer is then
+        // refused by the publisher, which is the safe outcome.
+        sign_result(&self.facts.operator, result).unwrap_or_default()
+    }
+
+    /// Why a payer's channel cannot back an order, if it cannot.
+    async fn check_channel(&self, payer: Address) -> Result<U256, ProvisionResult> {
+        let Some(escrow) = &self.facts.escrow else {
+            return Ok(U256::ZERO);
+        };
+        let operator = self.facts.operator.address();
+        let channel = escrow.channel(payer, operator).await.map_err(|e| {
+            refusal(
+                "chain_unavailable",
+                format!("cannot read the channel: {e}"),
+                "",
+            )
+        })?;
+        if channel.unlock_at != 0 {
+            return Err(refusal(
+                "channel_unlocking",
+                format!("the channel {payer} → {operator} is being unlocked"),
+                "",
+            ));
+        }
+        if channel.remaining() < self.facts.min_channel.max(U256::from(1)) {
+            return Err(refusal(
+                "channel_empty",
+                format!(
+                    "the channel {payer} → {operator} holds {} base units; fund it with at least {}",
+                    channel.remaining(),
+                    self.facts.min_channel.max(U256::from(1))
+                ),
+                "",
+            ));
+        }
+        Ok(channel.remaining())
+    }
+}
+
+/// A machine-readable refusal code per error kind (matched on variants, never on text).
+fn code_of(e: &ProviderError) -> &'static str {
+    match e {
+        ProviderError::BadCid(_) => "bad_cid",
+        ProviderError::NotFound { .. } => "not_found",
+        ProviderError::Fetch { .. } => "fetch_failed",
+        ProviderError::Spec(_) | ProviderError::Forbidden(_) => "bad_spec",
+        ProviderError::RuntimeUnavailable { .. } => "runtime_unavailable",
+        ProviderError::Busy(_)
+        | ProviderError::CompileBusy(_)
+        | ProviderError::SpecFetchBusy(_) => "busy",
+        ProviderError::CompileTimeout { .. } => "compile_timeout",
+        _ => "failed",
+    }
+}
+
+#[async_trait::async_trait]
+impl Responder for ProviderAnswers {
+    async fn attest(&self, _from: PeerId, request: AttestRequest) -> AttestResponse {
+        let operator = self.facts.operator.address();
+        let evidence = match (
+            &self.facts.attester,
+            <[u8; 32]>::try_from(request.nonce.as_slice()),
+        ) {
+            (_, Err(_)) => Evidence::None {
+                reason: "the nonce must be 32 bytes".into(),
+            },
+            (Attester::NoTee(reason), _) => Evidence::None {
+                reason: reason.clone(),
+            },
+            (Attester::Test(authority), Ok(nonce)) => authority.attest(
+                &Binding {
+                    peer_id: self.peer.to_bytes(),
+                    operator: operator.into_array(),
+                    x25519: self.x25519,
+                    nonce,
+                    chain_id: self.facts.chain_id,
+                    escrow: self.facts.escrow_address.into_array(),
+                },
+                b"khachapuri-dev",
+            ),
+        };
+        AttestResponse {
+            evidence: evidence.to_bytes(),
+            operator: operator.to_vec(),
+            x25519: self.x25519.to_vec(),
+            chain_id: self.facts.chain_id,
+            escrow: self.facts.escrow_address.to_vec(),
+        }
+    }
+
+    async fn capacity(&self, _from: PeerId, request: CapacityRequest) -> Signed {
+        let config = self.node.config();
+        let mut missing = Vec::new();
+        for r in &request.runtimes {
+            if !config.runtimes.iter().any(|have| have == r) {
+                missing.push(format!("runtime {r:?} is not offered"));
+            }
+        }
+        if u64::from(request.memory_mib) > config.max_memory_mb {
+            missing.push(format!("at most {} MiB per instance", config.max_memory_mb));
+        }
+        if !request.tee.is_empty() && request.tee != self.tee() {
+            missing.push(format!("this node's TEE is {:?}", self.tee()));
+        }
+        if !request.region.is_empty() && !self.section.regions.contains(&request.region) {
+            missing.push(format!("region {:?} is not served", request.region));
+        }
+        let mut refusal = missing.join("; ");
+        refusal.truncate(khachapuri_p2p::protocol::MAX_FIELD);
+        let offer = CapacityOffer {
+            available: missing.is_empty(),
+            refusal,
+            memory_mib: u32::try_from(config.max_memory_mb).unwrap_or(u32::MAX),
+            instances: u32::try_from(config.max_instances).unwrap_or(u32::MAX),
+            runtimes: config.runtimes.clone(),
+            tee: self.tee().into(),
+            regions: self.section.regions.clone(),
+            prices: Some(self.prices()),
+            payment_address: self.facts.operator.address().to_vec(),
+            chain_id: self.facts.chain_id,
+            escrow: self.facts.escrow_address.to_vec(),
+            valid_until: now() + self.section.offer_valid_secs,
+            endpoint: self.endpoint.clone(),
+        };
+        sign_offer(&self.facts.operator, &offer).unwrap_or_default()
+    }
+
+    async fn provision(&self, from: PeerId, request: ProvisionRequest) -> Signed {
+        let order = match open_order(
+            &request,
+            &self.peer,
+            now(),
+            self.section.order_max_ahead_secs,
+        ) {
+            Ok(order) => order,
+            Err(e) => return self.sign(&refusal("bad_order", e.to_string(), "")),
+        };
+        let remaining = match self.check_channel(order.payer).await {
+            Ok(r) => r,
+            Err(mut refused) => {
+                refused.spec_cid = order.spec_cid.clone();
+                return self.sign(&refused);
+            }
+        };
+        tracing::info!(%from, cid = %order.spec_cid, payer = %order.payer, "provisioning over p2p");
+        let deadline = Duration::from_millis(self.node.config().compile_timeout_ms)
+            + self.node.config().fetch_timeout();
+        let provisioned =
+            tokio::time::timeout(deadline, self.node.provision(&order.spec_cid)).await;
+        let result = match provisioned {
+            Ok(Ok(_)) => ProvisionResult {
+                status: "provisioned".into(),
+                spec_cid: order.spec_cid.clone(),
+                url: format!(
+                    "{}/{}/",
+                    self.endpoint.trim_end_matches('/'),
+                    order.spec_cid
+                ),
+                prices: Some(self.prices()),
+                payer: order.payer.to_vec(),
+                channel_remaining: remaining.to_string(),
+                ..ProvisionResult::default()
+            },
+            Ok(Err(e)) => refusal(code_of(&e), e.to_string(), &order.spec_cid),
+            Err(_) => refusal("timeout", "provisioning took too long", &order.spec_cid),
+        };
+        self.sign(&result)
+    }
+}
