@@ -216,6 +216,16 @@ pub async fn provision(
     payer: &PrivateKeySigner,
     ask: &Ask,
 ) -> Result<Provisioned, P2pError> {
+    let (provider, attest_rtt) = attest(node, peer, &ask.policy).await?;
+    finish(node, provider, attest_rtt, payer, ask).await
+}
+
+/// Attests `peer` under `policy`: the checked answer and the round trip.
+pub async fn attest(
+    node: &P2pNode,
+    peer: PeerId,
+    policy: &Policy,
+) -> Result<(Attested, Duration), P2pError> {
     let nonce = new_nonce()?;
     let t = Instant::now();
     let answer = node
@@ -226,9 +236,21 @@ pub async fn provision(
             },
         )
         .await?;
-    let attest_rtt = t.elapsed();
-    let provider = check_attestation(peer, nonce, &answer, &ask.policy, SystemTime::now())?;
+    let rtt = t.elapsed();
+    Ok((
+        check_attestation(peer, nonce, &answer, policy, SystemTime::now())?,
+        rtt,
+    ))
+}
 
+async fn finish(
+    node: &P2pNode,
+    provider: Attested,
+    attest_rtt: Duration,
+    payer: &PrivateKeySigner,
+    ask: &Ask,
+) -> Result<Provisioned, P2pError> {
+    let peer = provider.peer;
     let t = Instant::now();
     let signed = node.capacity(peer, ask.capacity.clone()).await?;
     let capacity_rtt = t.elapsed();
@@ -245,6 +267,39 @@ pub async fn provision(
         result,
         timings: [attest_rtt, capacity_rtt, provision_rtt],
     })
+}
+
+/// Finds providers through the DHT (at most `candidates`), attests each until one
+/// passes the policy and `accept` (e.g. "its operator and X25519 key are the registry
+/// record's"), then takes its offer and provisions there. Each refusal is kept, so the
+/// error says why every candidate was passed over.
+pub async fn find_and_provision(
+    node: &P2pNode,
+    payer: &PrivateKeySigner,
+    ask: &Ask,
+    candidates: usize,
+    accept: impl Fn(&Attested) -> Result<(), String>,
+) -> Result<Provisioned, P2pError> {
+    let found = node.find_providers(candidates).await?;
+    let mut why = Vec::new();
+    for peer in found.into_iter().take(candidates) {
+        let attested = match attest(node, peer, &ask.policy).await {
+            Ok(a) => a,
+            Err(e) => {
+                why.push(format!("{peer}: {e}"));
+                continue;
+            }
+        };
+        if let Err(e) = accept(&attested.0) {
+            why.push(format!("{peer}: {e}"));
+            continue;
+        }
+        return finish(node, attested.0, attested.1, payer, ask).await;
+    }
+    Err(P2pError::NotFound(format!(
+        "no provider found through the DHT was acceptable: {}",
+        why.join("; ")
+    )))
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ pub use khachapuri_store::BlockCacheUsage;
 pub use khachapuri_tunnel::TunnelState;
 pub use metrics::Metrics;
 pub use node::{Deployment, Node, NodeCacheUsage, RECEIPT_HEADER};
-pub use p2p::{start_p2p, Attester, P2pFacts};
+pub use p2p::{
+    attest_preview, start_configured_p2p, start_p2p, AttestPreview, Attester, P2pFacts, NO_TEE,
+};
 pub use p2p_config::P2pSection;
 pub use paid::{Paid, PaidTerms};
 pub use payments_config::{

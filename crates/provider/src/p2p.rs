@@ -287,3 +287,115 @@ impl Responder for ProviderAnswers {
         self.sign(&result)
     }
 }
+
+/// What `provider run` does with a `[p2p]` table: the operator key from `[payments]`,
+/// prices from its price list, the escrow to check channels with (`None`: the node
+/// serves free, nothing to check), no TEE evidence (this build reads none from
+/// hardware: it says so and the publisher's policy decides). `Ok(None)` without `[p2p]`.
+pub async fn start_configured_p2p(
+    node: Arc<Node>,
+    escrow: Option<EscrowClient>,
+    password: Option<&str>,
+) -> Result<Option<P2pNode>, ProviderError> {
+    let config = node.config();
+    let Some(section) = config.p2p.clone() else {
+        return Ok(None);
+    };
+    let payments = config.payments.as_ref().ok_or_else(|| {
+        ProviderError::Config(
+            "[p2p] needs [payments]: offers and results are signed by the operator key".into(),
+        )
+    })?;
+    let operator = payments.load_operator(password)?;
+    let min_channel = khachapuri_chain::parse_usdc(&payments.pricing.per_request)
+        .map_err(|e| ProviderError::Config(format!("payments.pricing.per_request: {e}")))?;
+    let facts = P2pFacts {
+        operator,
+        chain_id: payments.chain_id,
+        escrow_address: payments.escrow,
+        escrow,
+        prices: payments.pricing.clone(),
+        min_channel,
+        attester: Attester::NoTee(NO_TEE.into()),
+    };
+    start_p2p(node.clone(), facts, &section).await.map(Some)
+}
+
+/// What a node without TEE evidence answers.
+pub const NO_TEE: &str = "this node runs outside a TEE (no SEV-SNP or TDX evidence)";
+
+/// What the node would answer to `/khachapuri/attest/1` for `nonce`, for
+/// `khachapuri provider attest`: its identity, the binding and the evidence.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttestPreview {
+    /// The libp2p peer id (from the `[p2p]` key file, created if missing).
+    pub peer_id: String,
+    /// The operator address.
+    pub operator: String,
+    /// The X25519 key specs are sealed to (0x-hex).
+    pub x25519: String,
+    /// Chain of the escrow.
+    pub chain_id: u64,
+    /// The escrow.
+    pub escrow: String,
+    /// The nonce used (0x-hex).
+    pub nonce: String,
+    /// The 64 bytes a TEE report would have to carry (0x-hex).
+    pub report_data: String,
+    /// `none`, or the TEE kind.
+    pub evidence: String,
+    /// Why there is no evidence, when there is none.
+    pub reason: Option<String>,
+}
+
+/// Builds the [`AttestPreview`] of a node configured by `config` (blocking: reads keys).
+pub fn attest_preview(
+    config: &crate::NodeConfig,
+    operator: Address,
+    nonce: [u8; 32],
+) -> Result<AttestPreview, ProviderError> {
+    let section = config.p2p.clone().unwrap_or_default();
+    let payments = config.payments.as_ref().ok_or_else(|| {
+        ProviderError::Config("attestation binds the escrow: the config has no [payments]".into())
+    })?;
+    let key = khachapuri_p2p::load_or_create_key(&section.key_path(&config.data_dir))
+        .map_err(|e| ProviderError::Config(e.to_string()))?;
+    let peer = key.public().to_peer_id();
+    let x25519 = match &config.x25519_key_file {
+        Some(path) => {
+            let secret = zeroize::Zeroizing::new(
+                khachapuri_seal::load_key_file(path)
+                    .map_err(|e| ProviderError::Config(e.to_string()))?
+                    .0,
+            );
+            khachapuri_seal::public_key(&secret)
+        }
+        None => {
+            return Err(ProviderError::Config(
+                "no x25519_key_file configured".into(),
+            ))
+        }
+    };
+    let binding = Binding {
+        peer_id: peer.to_bytes(),
+        operator: operator.into_array(),
+        x25519,
+        nonce,
+        chain_id: payments.chain_id,
+        escrow: payments.escrow.into_array(),
+    };
+    fn hex(bytes: impl AsRef<[u8]>) -> String {
+        khachapuri_chain::alloy_hex::encode_prefixed(bytes)
+    }
+    Ok(AttestPreview {
+        peer_id: peer.to_string(),
+        operator: operator.to_string(),
+        x25519: hex(x25519),
+        chain_id: payments.chain_id,
+        escrow: payments.escrow.to_string(),
+        nonce: hex(nonce),
+        report_data: hex(khachapuri_attest::report_data(&binding)),
+        evidence: "none".into(),
+        reason: Some(NO_TEE.into()),
+    })
+}

@@ -55,9 +55,13 @@ pub struct DeployArgs {
     /// Linear memory cap in MiB.
     #[arg(long, value_name = "MB")]
     pub memory: Option<u64>,
-    /// Print `{"cid", "artifact_cid", "url", "sealed", "provider", "provider_address"}` as JSON.
+    /// Print `{"cid", "artifact_cid", "url", "sealed", "provider", "provider_address"}` as JSON
+    /// (with `--p2p`, also `"p2p": {"peer", "tee", "url", "timings_ms"}`).
     #[arg(long)]
     pub json: bool,
+    /// Provisioning over libp2p (seed 003).
+    #[command(flatten)]
+    pub p2p: super::deploy_p2p::P2pArgs,
 }
 
 /// Deploys and prints the callable CID (or JSON).
@@ -137,12 +141,28 @@ pub async fn run(args: DeployArgs, home: &Home, printer: &Printer) -> anyhow::Re
         ),
     };
     super::deploy_check::warn_unadvertised(url.as_deref(), name, runtime, printer).await;
+    let p2p = if args.p2p.p2p {
+        let cid = published.cid.to_string();
+        let p = super::deploy_p2p::provision(
+            &args.p2p,
+            &profile,
+            target.as_ref(),
+            &cid,
+            runtime,
+            &signer,
+            printer,
+        );
+        Some(p.await?)
+    } else {
+        None
+    };
     print_published(
         &args,
         &profile,
         target.as_ref(),
         &published,
         &signer,
+        p2p.as_ref(),
         printer,
     );
     Ok(())
@@ -234,15 +254,38 @@ fn print_published(
     target: Option<&SealTo>,
     published: &Published,
     signer: &PrivateKeySigner,
+    p2p: Option<&khachapuri_p2p::publisher::Provisioned>,
     printer: &Printer,
 ) {
+    if let Some(p) = p2p {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        printer.status(format!(
+            "provisioned over p2p by {} (attested: {:?}); attest {:.1} ms, capacity {:.1} ms, provision {:.1} ms",
+            p.provider.peer,
+            p.provider.verified.kind,
+            ms(p.timings[0]),
+            ms(p.timings[1]),
+            ms(p.timings[2])
+        ));
+    }
     let base_url = match target {
         Some(t) => Some(t.record.url.clone()),
         None => profile.providers.first().map(|p| p.url.clone()),
     };
     let cid = &published.cid;
-    let url = base_url.map(|u| format!("{}/{}", u.trim_end_matches('/'), cid));
+    let url = match p2p {
+        Some(p) => Some(p.result.url.clone()),
+        None => base_url.map(|u| format!("{}/{}", u.trim_end_matches('/'), cid)),
+    };
     if args.json {
+        let p2p = p2p.map(|p| {
+            json!({
+                "peer": p.provider.peer.to_string(),
+                "tee": format!("{:?}", p.provider.verified.kind),
+                "url": p.result.url,
+                "timings_ms": p.timings.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
+            })
+        });
         printer.json(&json!({
             "cid": cid.to_string(),
             "artifact_cid": published.artifact_cid.to_string(),
@@ -251,6 +294,7 @@ fn print_published(
             "provider": target.map(|t| t.record.name.clone()),
             "provider_address": target.map(|t| format!("{:#x}", t.record.operator)),
             "owner": format!("{:#x}", signer.address()),
+            "p2p": p2p,
         }));
         return;
     }

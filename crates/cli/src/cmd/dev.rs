@@ -191,6 +191,24 @@ fn save_profile(net: &Devnet, home: &Home) -> anyhow::Result<()> {
     for (k, v) in chain_keys {
         profile.extra.insert(k.to_string(), v);
     }
+    // `deploy --p2p` joins through dev's addresses and accepts the dev test root.
+    if net.p2p_bootstrap.is_empty() {
+        profile.extra.remove("p2p_bootstrap");
+        profile.extra.remove("attest_root");
+    } else {
+        let addrs = net
+            .p2p_bootstrap
+            .iter()
+            .map(|a| text(a.to_string()))
+            .collect();
+        profile
+            .extra
+            .insert("p2p_bootstrap".into(), toml::Value::Array(addrs));
+    }
+    if let Some(a) = &net.attest_authority {
+        let root = khachapuri_chain::alloy_hex::encode_prefixed(a.root().0);
+        profile.extra.insert("attest_root".into(), text(root));
+    }
     match &net.gateway_url {
         Some(url) => profile
             .extra

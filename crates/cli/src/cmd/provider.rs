@@ -26,6 +26,9 @@ pub enum ProviderCommand {
     Settle(super::provider_ledger::SettleArgs),
     /// Earned, redeemed and pending amounts, and the operator's balances.
     Status(super::provider_ledger::StatusArgs),
+    /// What the node would answer to `/khachapuri/attest/1`: peer id, bound keys,
+    /// report_data and evidence (JSON).
+    Attest(super::provider_attest::AttestArgs),
 }
 
 /// Runs a `provider` subcommand.
@@ -35,5 +38,6 @@ pub async fn run(args: ProviderArgs, home: &Home, printer: &Printer) -> anyhow::
         ProviderCommand::Register(a) => super::provider_register::run(a, home, printer).await,
         ProviderCommand::Settle(a) => super::provider_ledger::settle(a, home, printer).await,
         ProviderCommand::Status(a) => super::provider_ledger::status(a, home, printer).await,
+        ProviderCommand::Attest(a) => super::provider_attest::run(a, home, printer).await,
     }
 }

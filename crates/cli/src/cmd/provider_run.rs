@@ -73,8 +73,9 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
         Some(url) => Some(tunnel_key(&config, url, password.as_deref())?),
         None => None,
     };
+    let mut escrow = None;
     let (admission, settlement): (Box<dyn khachapuri_provider::Admission>, _) = if paid {
-        let setup = khachapuri_provider::connect_payments(&mut config, password)
+        let setup = khachapuri_provider::connect_payments(&mut config, password.clone())
             .await
             .map_err(|e| hint(e.to_string(), "fix [payments] in the provider config"))?;
         printer.status(format!(
@@ -82,6 +83,7 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
             config.address.as_deref().unwrap_or("?"),
             setup.pricing_source
         ));
+        escrow = Some(setup.escrow.clone());
         let settlement = tokio::spawn(setup.settlement.run(shutdown.clone().wait()));
         (Box::new(setup.admission), Some(settlement))
     } else {
@@ -107,6 +109,7 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
             }
         });
     }
+    let _p2p = start_p2p(node.clone(), escrow, password.as_deref(), printer).await?;
     printer.data(format!("http://{addr}"));
     printer.status(format!(
         "provider listening on http://{addr}; Ctrl-C stops it"
@@ -123,6 +126,29 @@ pub async fn run(args: RunArgs, home: &Home, printer: &Printer) -> anyhow::Resul
     }
     printer.status("provider stopped");
     Ok(())
+}
+
+/// The node's libp2p side when the config has `[p2p]`; kept alive by the caller.
+async fn start_p2p(
+    node: Arc<khachapuri_provider::Node>,
+    escrow: Option<khachapuri_chain::EscrowClient>,
+    password: Option<&str>,
+    printer: &Printer,
+) -> anyhow::Result<Option<khachapuri_p2p::P2pNode>> {
+    let p2p = khachapuri_provider::start_configured_p2p(node, escrow, password)
+        .await
+        .map_err(|e| {
+            hint(
+                e.to_string(),
+                "fix [p2p] (or [payments]) in the provider config",
+            )
+        })?;
+    if let Some(p2p) = &p2p {
+        for addr in p2p.listen_addrs().await? {
+            printer.status(format!("p2p listening on {addr}"));
+        }
+    }
+    Ok(p2p)
 }
 
 /// What `--tunnel` needs: the chain id and the operator key of `[payments]`.
