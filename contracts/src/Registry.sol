@@ -20,7 +20,7 @@ import {OperatorConsent} from "./OperatorConsent.sol";
 ///
 /// ENS-style readers `addr(node)` (the operator, the key the node signs with) and
 /// `text(node, key)` for `url`, `pubkey` (0x-hex X25519 key), `regions` (comma-separated),
-/// `contact` and `attestation` let ENS tooling read records.
+/// `contact`, `attestation` and `p2p` (libp2p multiaddrs) let ENS tooling read records.
 ///
 /// Pricing tables: prices in token base units scaled by 1e6 (so 1 = a millionth of a base
 /// unit) per request, per millisecond of execution and per MB of response. Anyone owning a
@@ -74,6 +74,8 @@ contract Registry is IReputation, OperatorConsent {
         string contact;
         string attestation;
         uint256 pricingTable;
+        /// libp2p multiaddrs (space-separated, each ending in `/p2p/<peer id>`).
+        string p2p;
     }
 
     /// @notice Seconds a channel must stay funded (since its last credit) to earn a point.
@@ -314,6 +316,14 @@ contract Registry is IReputation, OperatorConsent {
         emit AttestationChanged(node, cid);
     }
 
+    /// @notice Sets where publishers reach the node over libp2p (`text(node, "p2p")`):
+    ///         space-separated multiaddrs ending in `/p2p/<peer id>`. Owner-set like the URL:
+    ///         a publisher still checks that whoever answers there attests the operator's keys.
+    function setP2p(bytes32 node, string calldata addrs) external onlyOwner(node) {
+        _records[node].p2p = addrs;
+        emit TextChanged(node, "p2p", "p2p", addrs);
+    }
+
     /// @notice Gives the name to `to`. The operator consented to the current owner only, so
     ///         the caller or `to` must be the operator (else `transferWithConsent`).
     function transfer(bytes32 node, address to) external onlyOwner(node) {
@@ -421,7 +431,7 @@ contract Registry is IReputation, OperatorConsent {
         return _records[node].operator;
     }
 
-    /// @notice ENS text record: `url`, `pubkey`, `regions`, `contact`, `attestation` ("" otherwise).
+    /// @notice ENS text record: `url`, `pubkey`, `regions`, `contact`, `attestation`, `p2p` ("" otherwise).
     function text(bytes32 node, string calldata key) external view returns (string memory) {
         StoredRecord storage r = _records[node];
         bytes32 k = keccak256(bytes(key));
@@ -430,6 +440,7 @@ contract Registry is IReputation, OperatorConsent {
         if (k == keccak256("regions")) return r.regions;
         if (k == keccak256("contact")) return r.contact;
         if (k == keccak256("attestation")) return r.attestation;
+        if (k == keccak256("p2p")) return r.p2p;
         return "";
     }
 

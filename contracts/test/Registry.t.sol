@@ -136,7 +136,9 @@ contract RegistryTest is RegistryFixture {
         reg.setRegions(node, "local");
         reg.setContact(node, "me");
         reg.setAttestation(node, "bafkqaaa");
+        reg.setP2p(node, "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW");
         vm.stopPrank();
+        vm.assertEq(reg.text(node, "p2p"), "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW");
         vm.assertEq(reg.text(node, "url"), "http://127.0.0.1:8080");
         vm.assertEq(reg.addr(node), bob);
         vm.assertEq(reg.text(node, "regions"), "local");
@@ -156,6 +158,8 @@ contract RegistryTest is RegistryFixture {
         reg.setContact(node, "x");
         vm.expectRevert(notOwner);
         reg.setAttestation(node, "x");
+        vm.expectRevert(notOwner);
+        reg.setP2p(node, "x");
         vm.expectRevert(notOwner);
         reg.update(node, bob, "x", 0, "", "");
         vm.expectRevert(notOwner);

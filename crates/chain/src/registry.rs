@@ -260,6 +260,25 @@ impl RegistryClient {
         Ok(r.transaction_hash)
     }
 
+    /// Publishes where the node listens over libp2p (`text(name, "p2p")`): multiaddrs
+    /// ending in `/p2p/<peer id>`, space-separated; empty clears it.
+    pub async fn set_p2p(&self, name: &str, addrs: &[String]) -> Result<B256> {
+        let r = self
+            .chain
+            .send(
+                "setP2p",
+                self.instance.setP2p(node_of(name), addrs.join(" ")),
+            )
+            .await?;
+        Ok(r.transaction_hash)
+    }
+
+    /// The libp2p multiaddrs `name` publishes (empty when none).
+    pub async fn p2p_addrs(&self, name: &str) -> Result<Vec<String>> {
+        let text = self.text(name, "p2p").await?;
+        Ok(text.split_whitespace().map(String::from).collect())
+    }
+
     /// Releases a name.
     pub async fn drop_name(&self, name: &str) -> Result<B256> {
         let r = self
@@ -318,7 +337,7 @@ impl RegistryClient {
         Ok(out)
     }
 
-    /// ENS text record (`url`, `pubkey`, `regions`, `contact`, `attestation`).
+    /// ENS text record (`url`, `pubkey`, `regions`, `contact`, `attestation`, `p2p`).
     pub async fn text(&self, name: &str, key: &str) -> Result<String> {
         self.chain
             .view("text", self.instance.text(node_of(name), key.to_string()))

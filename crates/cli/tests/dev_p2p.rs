@@ -1,5 +1,6 @@
 //! Seed 003 through the real binary: `khachapuri dev --p2p` runs its providers on libp2p
-//! too, `deploy --p2p` finds the provider through the DHT (bootstrapping from the
+//! too, `deploy --p2p` dials the provider at the addresses its registry record
+//! advertises (or, for a public spec, finds one through the DHT, bootstrapping from the
 //! profile), attests it under the dev test root, takes its offer and has it provision the
 //! sealed deployment; then `call` pays for a call of it. `provider attest` shows the same
 //! peer id the publisher attested.
@@ -32,12 +33,18 @@ fn deploy_over_p2p_provisions_a_callable_deployment() {
         "Hello from Khachapuri!\n"
     );
 
-    // A publisher that only accepts SEV-SNP finds the dev providers (test evidence) and
-    // refuses every one, saying why.
+    // A public spec names no provider: the DHT finds one.
+    let out = dev.ok(&["deploy", "examples/hello", "--public", "--p2p", "--json"]);
+    let public: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(public["p2p"]["tee"], "Test", "{public}");
+
+    // A publisher that only accepts SEV-SNP finds the dev providers (test evidence)
+    // through the DHT and refuses every one, saying why.
     let out = dev.run(
         &[
             "deploy",
             "examples/hello",
+            "--public",
             "--p2p",
             "--require-tee",
             "--tee",
@@ -48,7 +55,8 @@ fn deploy_over_p2p_provisions_a_callable_deployment() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("no provider found through the DHT was acceptable"),
+        err.contains("no provider found through the DHT was acceptable")
+            && err.contains("evidence kind test is not accepted"),
         "{err}"
     );
 

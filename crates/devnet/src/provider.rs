@@ -137,6 +137,18 @@ pub(crate) async fn start_provider(plan: ProviderPlan<'_>, wallet: &Chain) -> Re
             let started = khachapuri_provider::start_p2p(node.clone(), facts, &section)
                 .await
                 .map_err(|e| fail(format!("p2p: {e}")))?;
+            // The record says where the node listens: publishers may dial it directly.
+            let addrs: Vec<String> = started
+                .listen_addrs()
+                .await
+                .map_err(|e| fail(format!("p2p: {e}")))?
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            RegistryClient::new(&operator_chain, plan.deployment.registry)
+                .set_p2p(&plan.name, &addrs)
+                .await
+                .map_err(DevnetError::chain("cannot publish the p2p addresses"))?;
             Some(Arc::new(started))
         }
         _ => None,

@@ -269,6 +269,39 @@ async fn finish(
     })
 }
 
+/// Provisions at a provider that advertises stable addresses (its registry record's
+/// `p2p`), without the DHT: dials each address until one attests and passes `accept`.
+pub async fn provision_at(
+    node: &P2pNode,
+    addrs: &[libp2p::Multiaddr],
+    payer: &PrivateKeySigner,
+    ask: &Ask,
+    accept: impl Fn(&Attested) -> Result<(), String>,
+) -> Result<Provisioned, P2pError> {
+    let mut why = Vec::new();
+    for addr in addrs {
+        let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
+            why.push(format!("{addr}: does not end in /p2p/<peer id>"));
+            continue;
+        };
+        if let Err(e) = node.dial(addr.clone()).await {
+            why.push(format!("{addr}: {e}"));
+            continue;
+        }
+        match attest(node, peer, &ask.policy).await {
+            Ok((a, rtt)) => match accept(&a) {
+                Ok(()) => return finish(node, a, rtt, payer, ask).await,
+                Err(e) => why.push(format!("{addr}: {e}")),
+            },
+            Err(e) => why.push(format!("{addr}: {e}")),
+        }
+    }
+    Err(P2pError::NotFound(format!(
+        "no advertised address answered acceptably: {}",
+        why.join("; ")
+    )))
+}
+
 /// Finds providers through the DHT (at most `candidates`), attests each until one
 /// passes the policy and `accept` (e.g. "its operator and X25519 key are the registry
 /// record's"), then takes its offer and provisions there. Each refusal is kept, so the

@@ -132,6 +132,17 @@ fn bootstrap(args: &P2pArgs, profile: &Profile) -> anyhow::Result<Vec<Multiaddr>
         .collect()
 }
 
+/// The libp2p addresses `name`'s registry record advertises (none without a chain).
+async fn advertised(profile: &Profile, name: &str) -> anyhow::Result<Vec<Multiaddr>> {
+    let Ok(net) = super::chainctx::Network::from_profile(profile) else {
+        return Ok(Vec::new());
+    };
+    let chain = net.connect(None).await?;
+    let texts = net.registry(&chain)?.p2p_addrs(name).await?;
+    // An unparsable entry in a stranger's record is skipped, not fatal.
+    Ok(texts.iter().filter_map(|t| t.parse().ok()).collect())
+}
+
 /// Provisions the published `cid` over p2p at the provider the spec was sealed to (its
 /// attested operator and X25519 key must be the registry record's), or at any acceptable
 /// provider for a public spec.
@@ -153,12 +164,20 @@ pub async fn provision(
         spec_cid: cid.to_string(),
         order_ttl: Duration::from_secs(600),
     };
+    // A named provider that advertises stable addresses is dialled there; else the DHT.
+    let advertised = match target {
+        Some(t) => advertised(profile, &t.record.name).await?,
+        None => Vec::new(),
+    };
     let config = P2pConfig {
         listen: Vec::new(),
-        bootstrap: bootstrap(args, profile)?,
+        bootstrap: if advertised.is_empty() {
+            bootstrap(args, profile)?
+        } else {
+            Vec::new()
+        },
         ..P2pConfig::default()
     };
-    printer.status("joining the p2p network to find the provider…");
     let node = P2pNode::start(Keypair::generate_ed25519(), config, None).await?;
     let record = target.map(|t| t.record.clone());
     let accept = move |a: &publisher::Attested| match &record {
@@ -169,7 +188,17 @@ pub async fn provision(
         Some(r) if a.x25519 != r.pubkey => Err(format!("its X25519 key is not {}'s", r.name)),
         Some(_) => Ok(()),
     };
-    let done = publisher::find_and_provision(&node, payer, &ask, 16, accept).await.map_err(|e| {
+    let done = if advertised.is_empty() {
+        printer.status("finding the provider through the DHT…");
+        publisher::find_and_provision(&node, payer, &ask, 16, accept).await
+    } else {
+        printer.status(format!(
+            "dialling the provider at its advertised {}",
+            advertised[0]
+        ));
+        publisher::provision_at(&node, &advertised, payer, &ask, accept).await
+    };
+    let done = done.map_err(|e| {
         hint(
             format!("p2p provisioning failed: {e}"),
             "check --bootstrap, the attestation policy flags, and that your channel to the provider is funded (`khachapuri escrow fund`)",
