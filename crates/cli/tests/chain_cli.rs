@@ -11,6 +11,10 @@ use khachapuri_chain::{
 };
 use khachapuri_devnet::{dev_signer, Anvil, DEV_KEYS};
 
+/// A libp2p address as `provider register --p2p` takes it.
+const P2P_ADDR: &str =
+    "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+
 fn khachapuri(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_khachapuri"))
         .arg("--home")
@@ -109,6 +113,8 @@ async fn wallet_escrow_registry_and_provider_register() {
             "http://127.0.0.1:7070",
             "--region",
             "local",
+            "--p2p",
+            P2P_ADDR,
         ],
     );
     assert_eq!(node.trim(), khachapuri_chain::node_of("dev").to_string());
@@ -121,6 +127,23 @@ async fn wallet_escrow_registry_and_provider_register() {
     assert_eq!(rec.operator, dev_signer(2).address());
     assert_eq!(rec.url, "http://127.0.0.1:7070");
     assert_ne!(rec.pubkey, [0u8; 32]);
+    let registry = RegistryClient::new(&deployer, d.registry);
+    assert_eq!(registry.p2p_addrs("dev").await.unwrap(), vec![P2P_ADDR]);
+    // An address publishers could not dial is refused before any transaction.
+    let out = khachapuri(
+        prov,
+        &[
+            "provider",
+            "register",
+            "dev",
+            "--endpoint",
+            "http://127.0.0.1:7070",
+            "--p2p",
+            "/ip4/127.0.0.1/tcp/4001",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/p2p/<peer id>"));
 
     // The payer deposits and funds the provider by name.
     assert_eq!(

@@ -23,5 +23,5 @@ pub use config::P2pConfig;
 pub use error::P2pError;
 pub use identity::load_or_create_key;
 pub use libp2p::identity::Keypair;
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{multiaddr, Multiaddr, PeerId};
 pub use node::{P2pNode, Responder};

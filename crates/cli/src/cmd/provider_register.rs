@@ -33,6 +33,10 @@ pub struct RegisterArgs {
     /// Subscribe the name to this pricing table id.
     #[arg(long, value_name = "ID")]
     pub table: Option<u64>,
+    /// A libp2p address publishers can dial the node at, ending in `/p2p/<peer id>`
+    /// (repeatable; `provider attest` prints the peer id). Published as `text(name, "p2p")`.
+    #[arg(long = "p2p", value_name = "MULTIADDR")]
+    pub p2p: Vec<String>,
 }
 
 /// Path of the node's X25519 secret key in the home.
@@ -45,8 +49,31 @@ pub fn load_or_create_x25519(path: &Path) -> anyhow::Result<([u8; 32], [u8; 32])
     Ok(khachapuri_seal::load_or_create_key_file(path)?)
 }
 
+/// Refuses a p2p address publishers could not use.
+fn check_p2p(addrs: &[String]) -> anyhow::Result<()> {
+    for a in addrs {
+        let addr: khachapuri_p2p::Multiaddr = a.parse().map_err(|e| {
+            hint(
+                format!("--p2p {a:?}: {e}"),
+                "write a multiaddr like /ip4/203.0.113.7/tcp/4001/p2p/<peer id>",
+            )
+        })?;
+        if !matches!(
+            addr.iter().last(),
+            Some(khachapuri_p2p::multiaddr::Protocol::P2p(_))
+        ) {
+            return Err(hint(
+                format!("--p2p {a} does not end in /p2p/<peer id>"),
+                "append /p2p/<peer id>; `khachapuri provider attest` prints the node's peer id",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Registers (or updates) the name.
 pub async fn run(args: RegisterArgs, home: &Home, printer: &Printer) -> anyhow::Result<()> {
+    check_p2p(&args.p2p)?;
     let (mut profile, net) = chainctx::active(home)?;
     let signer = chainctx::load_signer(home, &profile)?;
     let operator = signer.address();
@@ -82,6 +109,9 @@ pub async fn run(args: RegisterArgs, home: &Home, printer: &Printer) -> anyhow::
     })?;
     if let Some(id) = args.table {
         registry.subscribe(&args.name, U256::from(id)).await?;
+    }
+    if !args.p2p.is_empty() {
+        registry.set_p2p(&args.name, &args.p2p).await?;
     }
     // Remember the provider in the profile so other commands can target it by name.
     profile.providers.retain(|p| p.name != args.name);
