@@ -4,7 +4,7 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::kad::{self, Mode, StoreInserts};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour};
-use libp2p::{dcutr, identify, identity::Keypair, ping, relay};
+use libp2p::{connection_limits, dcutr, identify, identity::Keypair, ping, relay};
 
 use libp2p::StreamProtocol;
 
@@ -22,6 +22,8 @@ pub type Rr<Req, Resp> = request_response::Behaviour<ProtoCodec<Req, Resp>>;
 /// Everything a node speaks.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Caps on connections: a stranger cannot open unbounded many.
+    pub limits: connection_limits::Behaviour,
     /// Addresses and protocols of peers (feeds Kademlia).
     pub identify: identify::Behaviour,
     /// Discovery: providers are provider records under [`crate::protocol::providers_key`].
@@ -73,7 +75,12 @@ impl Behaviour {
         let rr_config = request_response::Config::default()
             .with_request_timeout(config.request_timeout)
             .with_max_concurrent_streams(config.max_inbound);
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(config.max_pending_incoming))
+            .with_max_established_incoming(Some(config.max_connections))
+            .with_max_established_per_peer(Some(config.max_connections_per_peer));
         Self {
+            limits: connection_limits::Behaviour::new(limits),
             identify: identify::Behaviour::new(identify::Config::new(
                 IDENTIFY_VERSION.to_string(),
                 key.public(),

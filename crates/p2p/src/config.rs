@@ -33,6 +33,12 @@ pub struct P2pConfig {
     pub max_inbound: usize,
     /// Provider records kept per key (the DHT store's only use).
     pub max_providers: usize,
+    /// Inbound connections established at once.
+    pub max_connections: u32,
+    /// Inbound connections still in their handshake at once.
+    pub max_pending_incoming: u32,
+    /// Connections to or from one peer.
+    pub max_connections_per_peer: u32,
 }
 
 impl Default for P2pConfig {
@@ -50,6 +56,9 @@ impl Default for P2pConfig {
             idle_timeout: Duration::from_secs(60),
             max_inbound: 32,
             max_providers: 64,
+            max_connections: 256,
+            max_pending_incoming: 64,
+            max_connections_per_peer: 4,
         }
     }
 }

@@ -102,6 +102,15 @@ async fn provider(
     bootstrap: &[khachapuri_p2p::Multiaddr],
     authority: &Arc<TestAuthority>,
 ) -> P2pNode {
+    let config = P2pConfig {
+        bootstrap: bootstrap.to_vec(),
+        announce: true,
+        ..P2pConfig::loopback()
+    };
+    provider_with(config, authority).await
+}
+
+async fn provider_with(config: P2pConfig, authority: &Arc<TestAuthority>) -> P2pNode {
     let key = Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
     let responder = TestProvider {
@@ -109,11 +118,6 @@ async fn provider(
         operator: PrivateKeySigner::random(),
         x25519: [9u8; 32],
         authority: authority.clone(),
-    };
-    let config = P2pConfig {
-        bootstrap: bootstrap.to_vec(),
-        announce: true,
-        ..P2pConfig::loopback()
     };
     P2pNode::start(key, config, Some(Arc::new(responder)))
         .await
@@ -276,4 +280,44 @@ async fn nodes_talk_over_quic_alone() {
         SystemTime::now()
     )
     .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_refused() {
+    let authority = Arc::new(TestAuthority::generate().unwrap());
+    let config = P2pConfig {
+        max_connections: 1,
+        ..P2pConfig::loopback()
+    };
+    let p = provider_with(config, &authority).await;
+    let addr = p
+        .listen_addrs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.to_string().contains("/tcp/"))
+        .unwrap();
+    let ask = |node: P2pNode| {
+        let (addr, peer) = (addr.clone(), p.peer_id());
+        async move {
+            node.dial(addr).await.unwrap();
+            let nonce = publisher::new_nonce().unwrap().to_vec();
+            let r = node.attest(peer, AttestRequest { nonce }).await;
+            (node, r)
+        }
+    };
+    let first = P2pNode::start(Keypair::generate_ed25519(), P2pConfig::loopback(), None)
+        .await
+        .unwrap();
+    let (first, r) = ask(first).await;
+    r.expect("the first connection is admitted");
+    let second = P2pNode::start(Keypair::generate_ed25519(), P2pConfig::loopback(), None)
+        .await
+        .unwrap();
+    let (_second, r) = ask(second).await;
+    assert!(
+        r.is_err(),
+        "a second inbound connection is over max_connections = 1"
+    );
+    drop(first);
 }

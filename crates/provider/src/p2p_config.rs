@@ -34,6 +34,10 @@ pub struct P2pSection {
     pub request_timeout_ms: u64,
     /// Inbound requests answered at once; more are refused, never queued.
     pub max_inbound: usize,
+    /// Inbound libp2p connections established at once.
+    pub max_connections: u32,
+    /// Connections to or from one peer.
+    pub max_connections_per_peer: u32,
     /// How long a capacity offer holds (s).
     pub offer_valid_secs: u64,
     /// How far ahead a publisher's signed order may expire (s): one signature is not
@@ -57,6 +61,8 @@ impl Default for P2pSection {
             regions: Vec::new(),
             request_timeout_ms: 30_000,
             max_inbound: 32,
+            max_connections: 256,
+            max_connections_per_peer: 4,
             offer_valid_secs: 600,
             order_max_ahead_secs: 3600,
         }
@@ -91,6 +97,8 @@ impl P2pSection {
             relay_server: self.relay_server,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             max_inbound: self.max_inbound,
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
             ..P2pConfig::default()
         })
     }
