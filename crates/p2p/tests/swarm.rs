@@ -321,3 +321,53 @@ async fn connections_beyond_the_cap_are_refused() {
     );
     drop(first);
 }
+
+/// Round trips of each protocol on loopback, many times over (run by `bench/p2p-rtt.sh`,
+/// in release; ignored in the test suite because it measures, it does not check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: bench/p2p-rtt.sh runs it"]
+async fn round_trips() {
+    let authority = Arc::new(TestAuthority::generate().unwrap());
+    for transport in ["/tcp/", "/quic-v1"] {
+        let p = provider(&[], &authority).await;
+        let addr = p
+            .listen_addrs()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.to_string().contains(transport))
+            .unwrap();
+        let publisher = P2pNode::start(Keypair::generate_ed25519(), P2pConfig::loopback(), None)
+            .await
+            .unwrap();
+        publisher.dial(addr).await.unwrap();
+        let payer = PrivateKeySigner::random();
+        let ask = Ask {
+            policy: policy(&authority),
+            capacity: CapacityRequest::default(),
+            spec_cid: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".into(),
+            order_ttl: Duration::from_secs(60),
+        };
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        for i in 0..300 {
+            let done = publisher::provision(&publisher, p.peer_id(), &payer, &ask)
+                .await
+                .unwrap();
+            if i >= 20 {
+                for (k, t) in done.timings.iter().enumerate() {
+                    times[k].push(*t);
+                }
+            }
+        }
+        for (name, mut t) in ["attest", "capacity", "provision"].into_iter().zip(times) {
+            t.sort();
+            let at = |q: f64| t[((t.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+            eprintln!(
+                "{transport:>9} {name:<9} p50 {:.3} ms  p99 {:.3} ms  ({} round trips)",
+                at(0.5),
+                at(0.99),
+                t.len()
+            );
+        }
+    }
+}
