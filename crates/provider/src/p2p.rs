@@ -71,6 +71,8 @@ pub async fn start_p2p(
         .endpoint
         .clone()
         .unwrap_or_else(|| format!("http://{}", node.config().listen));
+    let tracked = std::num::NonZeroUsize::new(section.max_tracked_payers.max(1))
+        .unwrap_or(std::num::NonZeroUsize::MIN);
     let responder = ProviderAnswers {
         node,
         peer,
@@ -78,6 +80,7 @@ pub async fn start_p2p(
         endpoint,
         section: section.clone(),
         facts,
+        orders: std::sync::Mutex::new(lru::LruCache::new(tracked)),
     };
     P2pNode::start(key, config, Some(Arc::new(responder)))
         .await
@@ -91,6 +94,9 @@ struct ProviderAnswers {
     endpoint: String,
     section: P2pSection,
     facts: P2pFacts,
+    /// Orders per payer in the current minute: provisioning compiles before any call is
+    /// paid, so one funded payer may not keep the compiler busy (bounded in payers).
+    orders: std::sync::Mutex<lru::LruCache<Address, (std::time::Instant, u32)>>,
 }
 
 fn now() -> u64 {
@@ -120,6 +126,29 @@ impl ProviderAnswers {
         // Signing with a local key cannot fail short of a bug; an unsigned answer is then
         // refused by the publisher, which is the safe outcome.
         sign_result(&self.facts.operator, result).unwrap_or_default()
+    }
+
+    /// Counts an order of `payer` against `provisions_per_payer_per_min`.
+    fn take_order(&self, payer: Address) -> Result<(), ProvisionResult> {
+        let limit = self.section.provisions_per_payer_per_min;
+        if limit == 0 {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = orders.get_or_insert_mut(payer, || (now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(60) {
+            *entry = (now, 0);
+        }
+        if entry.1 >= limit {
+            return Err(refusal(
+                "rate_limited",
+                format!("at most {limit} provisioning orders a minute per payer; try again later"),
+                "",
+            ));
+        }
+        entry.1 += 1;
+        Ok(())
     }
 
     /// Why a payer's channel cannot back an order, if it cannot.
@@ -255,7 +284,11 @@ impl Responder for ProviderAnswers {
             Ok(order) => order,
             Err(e) => return self.sign(&refusal("bad_order", e.to_string(), "")),
         };
-        let remaining = match self.check_channel(order.payer).await {
+        let checked = match self.take_order(order.payer) {
+            Ok(()) => self.check_channel(order.payer).await,
+            Err(refused) => Err(refused),
+        };
+        let remaining = match checked {
             Ok(r) => r,
             Err(mut refused) => {
                 refused.spec_cid = order.spec_cid.clone();

@@ -38,6 +38,11 @@ pub struct P2pSection {
     pub max_connections: u32,
     /// Connections to or from one peer.
     pub max_connections_per_peer: u32,
+    /// Provisioning orders one payer may place a minute (each may fetch and compile before
+    /// any call is paid); 0 = no limit.
+    pub provisions_per_payer_per_min: u32,
+    /// Payers whose order counts are remembered (least recently seen forgotten first).
+    pub max_tracked_payers: usize,
     /// How long a capacity offer holds (s).
     pub offer_valid_secs: u64,
     /// How far ahead a publisher's signed order may expire (s): one signature is not
@@ -63,6 +68,8 @@ impl Default for P2pSection {
             max_inbound: 32,
             max_connections: 256,
             max_connections_per_peer: 4,
+            provisions_per_payer_per_min: 10,
+            max_tracked_payers: 4096,
             offer_valid_secs: 600,
             order_max_ahead_secs: 3600,
         }

@@ -45,6 +45,11 @@ async fn a_publisher_finds_attests_provisions_and_pays_over_p2p() {
     options.providers = 3;
     options.p2p = true;
     options.gateway_listen = None;
+    options.edit_node = Some(|c| {
+        if let Some(p2p) = c.p2p.as_mut() {
+            p2p.provisions_per_payer_per_min = 2;
+        }
+    });
     let net = Devnet::start(options).await.unwrap();
 
     let router = P2pNode::start(
@@ -162,4 +167,17 @@ async fn a_publisher_finds_attests_provisions_and_pays_over_p2p() {
         "{err}"
     );
     assert_eq!(provider.node.cache_usage().prepared.entries, before);
+
+    // One payer's orders are limited (provisions_per_payer_per_min = 2 here): the second
+    // passes, the third is refused before the chain is read or anything compiled.
+    publisher::provision(&publisher, peer, &wallet, &ask)
+        .await
+        .unwrap();
+    let err = publisher::provision(&publisher, peer, &wallet, &ask)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, P2pError::Refused { ref code, .. } if code == "rate_limited"),
+        "{err}"
+    );
 }
