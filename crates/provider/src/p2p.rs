@@ -129,7 +129,7 @@ impl ProviderAnswers {
     }
 
     /// Counts an order of `payer` against `provisions_per_payer_per_min`.
-    fn take_order(&self, payer: Address) -> Result<(), ProvisionResult> {
+    fn take_order(&self, payer: Address) -> Result<(), Box<ProvisionResult>> {
         let limit = self.section.provisions_per_payer_per_min;
         if limit == 0 {
             return Ok(());
@@ -141,11 +141,11 @@ impl ProviderAnswers {
             *entry = (now, 0);
         }
         if entry.1 >= limit {
-            return Err(refusal(
+            return Err(Box::new(refusal(
                 "rate_limited",
                 format!("at most {limit} provisioning orders a minute per payer; try again later"),
                 "",
-            ));
+            )));
         }
         entry.1 += 1;
         Ok(())
@@ -286,7 +286,7 @@ impl Responder for ProviderAnswers {
         };
         let checked = match self.take_order(order.payer) {
             Ok(()) => self.check_channel(order.payer).await,
-            Err(refused) => Err(refused),
+            Err(refused) => Err(*refused),
         };
         let remaining = match checked {
             Ok(r) => r,
