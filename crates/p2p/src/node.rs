@@ -15,8 +15,8 @@ use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{dcutr, identify, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
@@ -48,6 +48,8 @@ enum Command {
     Capacity(PeerId, CapacityRequest, Reply<Signed>),
     Provision(PeerId, ProvisionRequest, Reply<Signed>),
     Connected(oneshot::Sender<Vec<PeerId>>),
+    Connections(PeerId, oneshot::Sender<Vec<(Multiaddr, bool)>>),
+    CloseRelayed(PeerId, oneshot::Sender<usize>),
     Stop,
 }
 
@@ -125,6 +127,7 @@ impl P2pNode {
             attest: HashMap::new(),
             capacity: HashMap::new(),
             provision: HashMap::new(),
+            connections: HashMap::new(),
             announced: false,
         };
         let task = tokio::spawn(event_loop.run(rx, answers_rx));
@@ -141,33 +144,42 @@ impl P2pNode {
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, P2pError> {
+        self.query(make).await?
+    }
+
+    async fn query<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, P2pError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))
             .await
             .map_err(|_| P2pError::Stopped)?;
-        rx.await.map_err(|_| P2pError::Stopped)?
+        rx.await.map_err(|_| P2pError::Stopped)
     }
 
     /// The addresses we listen on (waits until each configured listener is bound), each with
     /// `/p2p/<our id>`, ready to hand to another node as a bootstrap address.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, P2pError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::ListenAddrs(tx))
-            .await
-            .map_err(|_| P2pError::Stopped)?;
-        rx.await.map_err(|_| P2pError::Stopped)
+        self.query(Command::ListenAddrs).await
     }
 
     /// Peers we are connected to now.
     pub async fn connected(&self) -> Result<Vec<PeerId>, P2pError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Connected(tx))
-            .await
-            .map_err(|_| P2pError::Stopped)?;
-        rx.await.map_err(|_| P2pError::Stopped)
+        self.query(Command::Connected).await
+    }
+
+    /// Our open connections to `peer`: each one's remote address and whether it is
+    /// relayed (`/p2p-circuit`) rather than direct, e.g. to see DCUtR's hole punching.
+    pub async fn connections(&self, peer: PeerId) -> Result<Vec<(Multiaddr, bool)>, P2pError> {
+        self.query(|tx| Command::Connections(peer, tx)).await
+    }
+
+    /// Closes our relayed connections to `peer` (once a direct one exists, the relay is no
+    /// longer needed); returns how many were closing.
+    pub async fn close_relayed(&self, peer: PeerId) -> Result<usize, P2pError> {
+        self.query(|tx| Command::CloseRelayed(peer, tx)).await
     }
 
     /// Dials `addr` (resolves once the dial is started, not when it connects).
@@ -246,6 +258,8 @@ struct EventLoop {
     attest: HashMap<OutboundRequestId, Reply<AttestResponse>>,
     capacity: HashMap<OutboundRequestId, Reply<Signed>>,
     provision: HashMap<OutboundRequestId, Reply<Signed>>,
+    /// Open connections per peer: remote address, relayed or not.
+    connections: HashMap<PeerId, HashMap<ConnectionId, (Multiaddr, bool)>>,
     announced: bool,
 }
 
@@ -299,6 +313,18 @@ impl EventLoop {
             }
             Command::Connected(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Connections(peer, tx) => {
+                let conns = self.connections.get(&peer).into_iter().flatten();
+                let _ = tx.send(conns.map(|(_, c)| c.clone()).collect());
+            }
+            Command::CloseRelayed(peer, tx) => {
+                let conns = self.connections.get(&peer).into_iter().flatten();
+                let relayed: Vec<_> = conns.filter(|(_, c)| c.1).map(|(id, _)| *id).collect();
+                let closing = relayed
+                    .into_iter()
+                    .filter(|id| self.swarm.close_connection(*id));
+                let _ = tx.send(closing.count());
             }
             Command::Dial(addr, tx) => {
                 let r = self.swarm.dial(addr.clone());
@@ -389,6 +415,36 @@ impl EventLoop {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                let relayed = endpoint.is_relayed();
+                let conns = self.connections.entry(peer_id).or_default();
+                conns.insert(connection_id, (addr, relayed));
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if let Some(conns) = self.connections.get_mut(&peer_id) {
+                    conns.remove(&connection_id);
+                    if conns.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(id) => tracing::info!(peer = %remote_peer_id, ?id, "hole punched: direct"),
+                Err(e) => tracing::info!(peer = %remote_peer_id, error = %e, "hole punch failed"),
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.kad_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Attest(e)) => {
                 self.rr_event(
