@@ -222,6 +222,7 @@ mod tests {
             runtimes: vec!["wasi-http".into()],
             tee: String::new(),
             region: "eu".into(),
+            cpus: 2,
         };
         let frame = encode_frame(&m);
         assert_eq!(decode_frame::<CapacityRequest>(&frame, 1024).unwrap(), m);
@@ -268,9 +269,9 @@ mod tests {
         }
 
         #[test]
-        fn any_request_round_trips(memory in any::<u32>(), region in "[a-z]{0,20}",
+        fn any_request_round_trips(memory in any::<u32>(), cpus in any::<u32>(), region in "[a-z]{0,20}",
                                    runtimes in proptest::collection::vec("[a-z-]{1,12}", 0..4)) {
-            let m = CapacityRequest { memory_mib: memory, instances: 1, runtimes, tee: String::new(), region };
+            let m = CapacityRequest { memory_mib: memory, instances: 1, runtimes, tee: String::new(), region, cpus };
             let frame = encode_frame(&m);
             prop_assert_eq!(decode_frame::<CapacityRequest>(&frame, 4096).unwrap(), m);
         }

@@ -54,6 +54,9 @@ pub struct CapacityRequest {
     /// Region wanted (empty: any).
     #[prost(string, tag = "5")]
     pub region: String,
+    /// CPU cores one call may use (0: no preference).
+    #[prost(uint32, tag = "6")]
+    pub cpus: u32,
 }
 
 /// Prices in micro-USDC (decimal strings, so no precision is lost on the wire).
@@ -112,6 +115,9 @@ pub struct CapacityOffer {
     /// The HTTP endpoint calls go to (`http(s)://host[:port]`).
     #[prost(string, tag = "13")]
     pub endpoint: String,
+    /// CPU cores the node has for calls.
+    #[prost(uint32, tag = "14")]
+    pub cpus: u32,
 }
 
 /// `/khachapuri/provision/1` request: a deployment and the channel that pays for it.

@@ -72,6 +72,7 @@ impl Responder for TestProvider {
             escrow: ESCROW.to_vec(),
             valid_until: now() + 600,
             endpoint: "http://127.0.0.1:1".into(),
+            cpus: 2,
         };
         sign_offer(&self.operator, &offer).unwrap()
     }

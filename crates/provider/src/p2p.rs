@@ -245,6 +245,12 @@ impl Responder for ProviderAnswers {
                 missing.push(format!("runtime {r:?} is not offered"));
             }
         }
+        let cpus = std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+            .unwrap_or(1);
+        if request.cpus > cpus {
+            missing.push(format!("at most {cpus} CPU cores"));
+        }
         if u64::from(request.memory_mib) > config.max_memory_mb {
             missing.push(format!("at most {} MiB per instance", config.max_memory_mb));
         }
@@ -270,6 +276,7 @@ impl Responder for ProviderAnswers {
             escrow: self.facts.escrow_address.to_vec(),
             valid_until: now() + self.section.offer_valid_secs,
             endpoint: self.endpoint.clone(),
+            cpus,
         };
         sign_offer(&self.facts.operator, &offer).unwrap_or_default()
     }

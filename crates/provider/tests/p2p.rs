@@ -105,6 +105,7 @@ async fn a_publisher_finds_attests_provisions_and_pays_over_p2p() {
         capacity: CapacityRequest {
             runtimes: vec!["wasi-http".into()],
             memory_mib: 128,
+            cpus: 1,
             region: "local".into(),
             ..CapacityRequest::default()
         },
@@ -121,6 +122,7 @@ async fn a_publisher_finds_attests_provisions_and_pays_over_p2p() {
     );
     assert_eq!(done.provider.operator, provider.operator);
     assert_eq!(done.result.url, format!("{}/{cid}/", provider.url));
+    assert!(done.offer.cpus >= 1 && done.offer.runtimes.contains(&"wasi-http".to_string()));
     // Compiled ahead of the first call.
     assert!(provider.node.cache_usage().prepared.entries >= 1);
 
@@ -167,6 +169,22 @@ async fn a_publisher_finds_attests_provisions_and_pays_over_p2p() {
         "{err}"
     );
     assert_eq!(provider.node.cache_usage().prepared.entries, before);
+
+    // Asking for more cores than the node has is refused in the (signed) offer.
+    let greedy = Ask {
+        capacity: CapacityRequest {
+            cpus: 100_000,
+            ..ask.capacity.clone()
+        },
+        ..ask.clone()
+    };
+    let err = publisher::provision(&publisher, peer, &wallet, &greedy)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, P2pError::Refused { ref message, .. } if message.contains("CPU")),
+        "{err}"
+    );
 
     // One payer's orders are limited (provisions_per_payer_per_min = 2 here): the second
     // passes, the third is refused before the chain is read or anything compiled.
