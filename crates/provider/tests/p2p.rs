@@ -199,3 +199,65 @@ async fn a_publisher_finds_attests_provisions_and_pays_over_p2p() {
         "{err}"
     );
 }
+
+/// `provider run`'s path: a node whose config has `[p2p]` and `[payments]` starts libp2p
+/// with the operator key of `[payments]`, and answers that it has no TEE. A free node
+/// (no escrow to read) still signs its offers with that key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_node_answers_with_its_operator_key_and_no_tee() {
+    use khachapuri_provider::{
+        start_configured_p2p, Free, Node, NodeConfig, P2pSection, PaymentsConfig,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let operator = dev_signer(3);
+    let key_file = dir.path().join("operator.key");
+    std::fs::write(&key_file, khachapuri_devnet::DEV_KEYS[3]).unwrap();
+    let x25519_key_file = dir.path().join("x25519.key");
+    khachapuri_seal::load_or_create_key_file(&x25519_key_file).unwrap();
+    let config = NodeConfig {
+        data_dir: dir.path().join("data"),
+        x25519_key_file: Some(x25519_key_file),
+        free: true,
+        payments: Some(PaymentsConfig {
+            operator_key_file: Some(key_file),
+            ..PaymentsConfig::default()
+        }),
+        p2p: Some(P2pSection {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            ..P2pSection::default()
+        }),
+        ..NodeConfig::default()
+    };
+    let node = std::sync::Arc::new(Node::new(config, Box::new(Free)).unwrap());
+    let p2p = start_configured_p2p(node, None, None)
+        .await
+        .unwrap()
+        .expect("[p2p] is set");
+    let addr = p2p.listen_addrs().await.unwrap()[0].clone();
+
+    let publisher = P2pNode::start(Keypair::generate_ed25519(), P2pConfig::loopback(), None)
+        .await
+        .unwrap();
+    publisher.dial(addr).await.unwrap();
+    let lax = Policy {
+        require_tee: false,
+        ..Policy::default()
+    };
+    let (attested, _) = publisher::attest(&publisher, p2p.peer_id(), &lax)
+        .await
+        .unwrap();
+    assert_eq!(attested.operator, operator.address());
+    assert_eq!(attested.verified.kind, TeeKind::None);
+    let offer = publisher
+        .capacity(p2p.peer_id(), CapacityRequest::default())
+        .await
+        .unwrap();
+    let offer = publisher::open_offer(&offer, &attested, std::time::SystemTime::now()).unwrap();
+    assert_eq!(offer.tee, "none");
+    // A publisher that requires a TEE refuses it.
+    let strict = Policy::default();
+    assert!(publisher::attest(&publisher, p2p.peer_id(), &strict)
+        .await
+        .is_err());
+}
