@@ -84,7 +84,7 @@ pub fn address(bytes: &[u8], what: &str) -> Result<Address, P2pError> {
 /// A refusal, signed like a success so a publisher can prove what it was told.
 pub fn refusal(code: &str, message: impl Into<String>, spec_cid: &str) -> ProvisionResult {
     let mut message = message.into();
-    message.truncate(MAX_FIELD);
+    crate::protocol::clip(&mut message, MAX_FIELD);
     ProvisionResult {
         status: "refused".into(),
         code: code.into(),

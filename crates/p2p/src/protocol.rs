@@ -42,3 +42,31 @@ pub const MAX_LIST: usize = 16;
 pub fn providers_key() -> RecordKey {
     RecordKey::new(&b"/khachapuri/providers/v1")
 }
+
+/// Cuts `s` to at most `max` bytes at a character boundary: fields from peers are UTF-8 of
+/// any shape, and `String::truncate` panics inside a character.
+pub fn clip(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clipping_never_splits_a_character() {
+        let mut s = "→".repeat(200);
+        clip(&mut s, 512);
+        assert_eq!(s, "→".repeat(170));
+        let mut short = String::from("ok");
+        clip(&mut short, 512);
+        assert_eq!(short, "ok");
+    }
+}

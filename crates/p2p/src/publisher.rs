@@ -169,9 +169,9 @@ pub fn open_result(
     let result: ProvisionResult = decode_body(&signed.body)?;
     if result.status != "provisioned" {
         let mut message = result.message;
-        message.truncate(MAX_FIELD);
+        crate::protocol::clip(&mut message, MAX_FIELD);
         let mut code = result.code;
-        code.truncate(64);
+        crate::protocol::clip(&mut code, 64);
         return Err(P2pError::Refused { code, message });
     }
     if result.spec_cid != spec_cid {
@@ -533,5 +533,18 @@ mod tests {
         let err =
             open_result(&sign_result(&f.operator, &no).unwrap(), &attested, "bafy").unwrap_err();
         assert!(matches!(err, P2pError::Refused { ref code, .. } if code == "channel_empty"));
+        // A provider's long multibyte refusal is cut at a character boundary, not a panic.
+        let long = ProvisionResult {
+            status: "refused".into(),
+            code: "→".repeat(30),
+            message: "→".repeat(400),
+            ..ProvisionResult::default()
+        };
+        let err =
+            open_result(&sign_result(&f.operator, &long).unwrap(), &attested, "bafy").unwrap_err();
+        let P2pError::Refused { code, message } = err else {
+            panic!("{err}")
+        };
+        assert_eq!((code.len(), message.len()), (63, 510));
     }
 }

@@ -171,13 +171,13 @@ impl ProviderAnswers {
                 "",
             ));
         }
-        if channel.remaining() < self.facts.min_channel.max(U256::from(1)) {
+        let least = self.facts.min_channel.max(U256::from(1));
+        if channel.remaining() < least {
             return Err(refusal(
                 "channel_empty",
                 format!(
-                    "the channel {payer} → {operator} holds {} base units; fund it with at least {}",
+                    "the channel {payer} → {operator} holds {} base units; fund it with at least {least}",
                     channel.remaining(),
-                    self.facts.min_channel.max(U256::from(1))
                 ),
                 "",
             ));
@@ -261,7 +261,7 @@ impl Responder for ProviderAnswers {
             missing.push(format!("region {:?} is not served", request.region));
         }
         let mut refusal = missing.join("; ");
-        refusal.truncate(khachapuri_p2p::protocol::MAX_FIELD);
+        khachapuri_p2p::protocol::clip(&mut refusal, khachapuri_p2p::protocol::MAX_FIELD);
         let offer = CapacityOffer {
             available: missing.is_empty(),
             refusal,
